@@ -1,0 +1,254 @@
+"""MNIST: find it, read it (IDX, gzipped or not, or a Keras mnist.npz), validate it, download it.
+
+Search order of `load_mnist`: the `data_dir` argument, then `$PORTABLE_CNN_DATA_DIR`, then the
+user cache (`default_cache_dir()`), then `~/.keras/datasets/mnist.npz`, then a download from
+`MIRRORS` into the cache. Every failure is a `UserError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import os
+import pathlib
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from portable_cnn.errors import UserError
+
+ENV_VAR = "PORTABLE_CNN_DATA_DIR"
+HINT = (
+    "pass --data-dir DIR or set PORTABLE_CNN_DATA_DIR to a folder with the four MNIST IDX files "
+    "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...) or a Keras mnist.npz"
+)
+
+# (split, part) -> standard IDX file name, without the optional ".gz".
+IDX_NAMES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+ROWS = COLS = 28
+
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+# SHA-256 of the original .gz files as the mirrors serve them. Source: TensorFlow Datasets,
+# tensorflow_datasets/url_checksums/mnist.txt (the same bytes as the torchvision MD5s
+# f68b3c2d..., d53e105e..., 9fb629c4..., ec29112d...). A re-gzipped copy has other bytes, so
+# these are only used for downloads; local files are checked by their IDX headers instead.
+GZ_SHA256 = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+
+
+@dataclass(frozen=True)
+class Mnist:
+    """The four MNIST arrays, uint8, and where they were read from."""
+
+    train_images: np.ndarray  # (N, 28, 28)
+    train_labels: np.ndarray  # (N,)
+    test_images: np.ndarray  # (M, 28, 28)
+    test_labels: np.ndarray  # (M,)
+    source: str
+
+
+def default_cache_dir() -> pathlib.Path:
+    """`$XDG_CACHE_HOME/portable-cnn/mnist`, or `~/.cache/portable-cnn/mnist`."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    root = pathlib.Path(base) if base and os.path.isabs(base) else pathlib.Path.home() / ".cache"
+    return root / "portable-cnn" / "mnist"
+
+
+def load_mnist(data_dir=None, *, download=True) -> Mnist:
+    """Load MNIST from the first place in the search order that has it (see the module doc)."""
+    if data_dir is not None:
+        return _load_explicit(pathlib.Path(data_dir).expanduser(), "data directory")
+    if os.environ.get(ENV_VAR):
+        return _load_explicit(pathlib.Path(os.environ[ENV_VAR]).expanduser(), ENV_VAR)
+    cache = default_cache_dir()
+    if all(_idx_paths(cache).values()):
+        return _load_idx(cache)
+    keras = pathlib.Path.home() / ".keras" / "datasets" / "mnist.npz"
+    if keras.is_file():
+        return _load_npz(keras)
+    if not download:
+        raise UserError(f"no MNIST data found (looked in {cache} and {keras}) and download is off: {HINT}")
+    download_mnist(cache)
+    return _load_idx(cache)
+
+
+def download_mnist(dest=None, *, mirrors=None, checksums=None, timeout=30.0) -> pathlib.Path:
+    """Download the .gz files named in `checksums` (default `GZ_SHA256`) into `dest` (default: cache).
+
+    Each file comes from the first of `mirrors` (default `MIRRORS`) that serves it with the right
+    SHA-256. All files go to temporary files in `dest` first and are moved into place only when every
+    one has verified, so a failure leaves nothing behind.
+    """
+    dest = pathlib.Path(dest) if dest is not None else default_cache_dir()
+    mirrors = MIRRORS if mirrors is None else mirrors
+    checksums = GZ_SHA256 if checksums is None else checksums
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the MNIST cache directory {dest} ({_reason(e)}): {HINT}") from None
+    parts = {}
+    try:
+        for name, sha256 in checksums.items():
+            parts[name] = _fetch(name, sha256, mirrors, dest, timeout)
+        for name, part in parts.items():
+            os.replace(part, dest / name)
+    except OSError as e:
+        raise UserError(f"cannot write the MNIST download into {dest} ({_reason(e)}): {HINT}") from None
+    finally:
+        for part in parts.values():
+            part.unlink(missing_ok=True)
+    return dest
+
+
+def _fetch(name, sha256, mirrors, dest, timeout) -> pathlib.Path:
+    """Download `name` from the first mirror whose copy has `sha256`; return its temporary file."""
+    failures = []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + name
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
+        tmp = pathlib.Path(tmp)
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                while chunk := response.read(1 << 16):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.hexdigest() == sha256:
+                return tmp
+            failures.append(f"{url} has SHA-256 {digest.hexdigest()}, expected {sha256}")
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            failures.append(f"{url}: {_reason(e)}")
+        tmp.unlink(missing_ok=True)
+    raise UserError(f"could not download {name} ({'; '.join(failures)}); nothing was saved: {HINT}")
+
+
+def _load_explicit(path, origin) -> Mnist:
+    """Load from a folder or .npz file the user named; never fall through to other places."""
+    where = f"{path} (the {origin})"
+    if path.is_file():
+        if path.suffix == ".npz":
+            return _load_npz(path)
+        raise UserError(f"{where} is a file but not a .npz archive: {HINT}")
+    if not path.is_dir():
+        raise UserError(f"{where} does not exist: {HINT}")
+    found = _idx_paths(path)
+    if all(found.values()):
+        return _load_idx(path)
+    if any(found.values()):
+        missing = ", ".join(IDX_NAMES[key] for key, p in found.items() if p is None)
+        raise UserError(f"{where} lacks {missing} (with or without .gz): add it or {HINT}")
+    if (path / "mnist.npz").is_file():
+        return _load_npz(path / "mnist.npz")
+    raise UserError(f"no MNIST data in {where}: {HINT}")
+
+
+def _idx_paths(folder) -> dict:
+    """(split, part) -> the existing IDX file in `folder` (plain preferred over .gz), or None."""
+    found = {}
+    for key, name in IDX_NAMES.items():
+        candidates = [folder / name, folder / (name + ".gz")]
+        found[key] = next((p for p in candidates if p.is_file()), None)
+    return found
+
+
+def _load_idx(folder) -> Mnist:
+    paths = _idx_paths(folder)
+    arrays = {key: _read_idx(p, key[1]) for key, p in paths.items()}
+    for split in ("train", "test"):
+        images, labels = arrays[split, "images"], arrays[split, "labels"]
+        if len(images) != len(labels):
+            raise UserError(
+                f"{paths[split, 'images']} holds {len(images)} images but {paths[split, 'labels']} holds "
+                f"{len(labels)} labels: use a matching pair of files"
+            )
+    return Mnist(*(arrays[key] for key in IDX_NAMES), source=str(folder))
+
+
+def _read_idx(path, part) -> np.ndarray:
+    """Read one IDX file (gzipped if its name ends in .gz) and check its header against its payload."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise UserError(f"cannot read {path}: {_reason(e)}; replace the file with a good copy") from None
+    magic, header = (IMAGES_MAGIC, ">IIII") if part == "images" else (LABELS_MAGIC, ">II")
+    size = struct.calcsize(header)
+    if len(data) < size:
+        raise UserError(f"{path} is too short ({len(data)} bytes) to be an IDX {part} file; replace it")
+    fields = struct.unpack_from(header, data)
+    if fields[0] != magic:
+        raise UserError(
+            f"{path} has magic number {fields[0]}, expected {magic} for IDX {part}: wrong or corrupt file"
+        )
+    count, shape = fields[1], (fields[1], *fields[2:])
+    if part == "images" and shape[1:] != (ROWS, COLS):
+        raise UserError(f"{path} holds {shape[1]}x{shape[2]} images, expected {ROWS}x{COLS}: not MNIST")
+    expected = size + int(np.prod(shape))
+    if len(data) != expected:
+        raise UserError(
+            f"{path} is {len(data)} bytes but its header ({count} {part}) needs {expected}: "
+            f"the file is {'truncated' if len(data) < expected else 'too long'}; replace it"
+        )
+    array = np.frombuffer(data, dtype=np.uint8, offset=size).reshape(shape).copy()
+    if part == "labels":
+        _check_labels(array, path)
+    return array
+
+
+def _load_npz(path) -> Mnist:
+    """Read a Keras mnist.npz (x_train, y_train, x_test, y_test)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files]
+            if missing:
+                raise UserError(f"{path} lacks the arrays {', '.join(missing)}: not a Keras mnist.npz")
+            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+        raise UserError(f"cannot read {path}: {_reason(e)}; replace it with a good mnist.npz") from None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (ROWS, COLS):
+            raise UserError(f"{path}: x_{split} is {x.dtype} {x.shape}, expected uint8 (N, {ROWS}, {COLS})")
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or len(y) != len(x):
+            raise UserError(f"{path}: y_{split} is {y.dtype} {y.shape}, expected {len(x)} integer labels")
+        _check_labels(y, f"{path} (y_{split})")
+        arrays[f"y_{split}"] = y.astype(np.uint8)
+    return Mnist(*arrays.values(), source=str(path))
+
+
+def _check_labels(labels, where) -> None:
+    bad = np.flatnonzero((labels < 0) | (labels > 9))
+    if bad.size:
+        i = int(bad[0])
+        raise UserError(f"{where} has label {labels[i]} at index {i}; MNIST labels are 0..9: corrupt file")
+
+
+def _reason(error) -> str:
+    """A one-line description of an exception (a plain URLError wraps the real cause in `.reason`)."""
+    cause = error.reason if type(error) is urllib.error.URLError else error
+    return " ".join(str(cause).split()) or type(error).__name__

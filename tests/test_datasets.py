@@ -1,0 +1,350 @@
+"""MNIST loading: the shared real files, the other formats, the search order, bad files, downloads."""
+
+import functools
+import gzip
+import hashlib
+import http.server
+import os
+import pathlib
+import shutil
+import socket
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+from portable_cnn import datasets
+from portable_cnn.datasets import IDX_NAMES, Mnist, default_cache_dir, download_mnist, load_mnist
+from portable_cnn.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# SHA-256 of the uncompressed shared files, from ../shared/data/mnist/README.md.
+SHARED_SHA256 = {
+    "train-images-idx3-ubyte": "5e7c41fa9e135d15ef18c0101a544f8607e0e49b7989cbe34ca21f5adaa836bb",
+    "train-labels-idx1-ubyte": "e80fa82c02b478998d9975b21fd6dd8111ac1e0b1daabe62b14d156b313c3df8",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+GZ_NAMES = [name + ".gz" for name in IDX_NAMES.values()]
+
+
+def _closed_port_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The shared real MNIST files: $PORTABLE_CNN_DATA_DIR, else <repo>/../shared/data/mnist."""
+    path = pathlib.Path(os.environ.get(datasets.ENV_VAR) or REPO.parent / "shared" / "data" / "mnist")
+    if not all((path / name).is_file() for name in GZ_NAMES):
+        pytest.skip(f"shared MNIST files not found in {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """No real env var, home, cache or network: everything under tmp_path."""
+    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets, "MIRRORS", (_closed_port_url(),))
+
+
+def write_idx(folder, n_train=3, n_test=2, gz=False, seed=0):
+    """Write a tiny valid IDX dataset into folder; return the arrays written."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for (split, part), name in IDX_NAMES.items():
+        n = n_train if split == "train" else n_test
+        if part == "images":
+            arrays[split, part] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+            header = struct.pack(">IIII", 2051, n, 28, 28)
+        else:
+            arrays[split, part] = rng.integers(0, 10, n, dtype=np.uint8)
+            header = struct.pack(">II", 2049, n)
+        data = header + arrays[split, part].tobytes()
+        if gz:
+            (folder / (name + ".gz")).write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+    return arrays
+
+
+def assert_one_line(error, *fragments):
+    message = str(error.value)
+    assert "\n" not in message and message.strip() == message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+# --- real data ---------------------------------------------------------------------------
+
+
+def test_reads_shared_gz_files(mnist_dir):
+    m = load_mnist(mnist_dir)
+    assert isinstance(m, Mnist) and m.source == str(mnist_dir)
+    assert m.train_images.shape == (4500, 28, 28) and m.train_labels.shape == (4500,)
+    assert m.test_images.shape == (10000, 28, 28) and m.test_labels.shape == (10000,)
+    for a in (m.train_images, m.train_labels, m.test_images, m.test_labels):
+        assert a.dtype == np.uint8
+    assert m.train_labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    # Rebuilding the IDX bytes from the arrays reproduces the published content hashes.
+    rebuilt = {
+        "train-images-idx3-ubyte": struct.pack(">IIII", 2051, 4500, 28, 28) + m.train_images.tobytes(),
+        "train-labels-idx1-ubyte": struct.pack(">II", 2049, 4500) + m.train_labels.tobytes(),
+        "t10k-images-idx3-ubyte": struct.pack(">IIII", 2051, 10000, 28, 28) + m.test_images.tobytes(),
+        "t10k-labels-idx1-ubyte": struct.pack(">II", 2049, 10000) + m.test_labels.tobytes(),
+    }
+    for name, data in rebuilt.items():
+        assert hashlib.sha256(data).hexdigest() == SHARED_SHA256[name]
+        original = gzip.decompress((mnist_dir / (name + ".gz")).read_bytes())
+        assert hashlib.sha256(original).hexdigest() == SHARED_SHA256[name]
+
+
+def test_reads_uncompressed_idx(mnist_dir, tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in IDX_NAMES.values():
+        (plain / name).write_bytes(gzip.decompress((mnist_dir / (name + ".gz")).read_bytes()))
+    a, b = load_mnist(plain), load_mnist(mnist_dir)
+    assert a.source == str(plain)
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_env_var_points_at_shared_data(mnist_dir, monkeypatch):
+    monkeypatch.setenv(datasets.ENV_VAR, str(mnist_dir))
+    assert load_mnist(download=False).train_images.shape == (4500, 28, 28)
+
+
+# --- npz -----------------------------------------------------------------------------------
+
+
+def write_npz(path, arrays, **overrides):
+    content = {
+        "x_train": arrays["train", "images"], "y_train": arrays["train", "labels"],
+        "x_test": arrays["test", "images"], "y_test": arrays["test", "labels"],
+    }
+    content.update(overrides)
+    content = {k: v for k, v in content.items() if v is not None}  # None drops an array
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **content)
+
+
+def test_reads_npz_by_folder_and_by_path(tmp_path):
+    arrays = write_idx(tmp_path / "idx", 4, 3)
+    npz = tmp_path / "k" / "mnist.npz"
+    write_npz(npz, arrays, y_train=arrays["train", "labels"].astype(np.int64))
+    for where in (npz.parent, npz):
+        m = load_mnist(where)
+        assert m.source == str(npz)
+        np.testing.assert_array_equal(m.train_images, arrays["train", "images"])
+        np.testing.assert_array_equal(m.test_labels, arrays["test", "labels"])
+        assert m.train_labels.dtype == np.uint8
+
+
+def test_reads_keras_npz_from_home(tmp_path):
+    arrays = write_idx(tmp_path / "idx", 5, 2)
+    write_npz(tmp_path / "home" / ".keras" / "datasets" / "mnist.npz", arrays)
+    m = load_mnist(download=False)
+    assert m.train_images.shape == (5, 28, 28) and m.source.endswith("mnist.npz")
+
+
+# --- search order ----------------------------------------------------------------------------
+
+
+def test_default_cache_dir(tmp_path, monkeypatch):
+    assert default_cache_dir() == tmp_path / "cache" / "portable-cnn" / "mnist"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "portable-cnn" / "mnist"
+
+
+def test_search_order(tmp_path, monkeypatch):
+    write_idx(tmp_path / "explicit", n_train=3)
+    write_idx(tmp_path / "env", n_train=4, gz=True)
+    write_idx(default_cache_dir(), n_train=5)
+    write_npz(tmp_path / "home" / ".keras" / "datasets" / "mnist.npz", write_idx(tmp_path / "k", n_train=6))
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "env"))
+    assert len(load_mnist(tmp_path / "explicit").train_images) == 3
+    assert len(load_mnist(str(tmp_path / "explicit")).train_images) == 3
+    assert len(load_mnist().train_images) == 4
+    monkeypatch.delenv(datasets.ENV_VAR)
+    assert len(load_mnist().train_images) == 5
+    shutil.rmtree(default_cache_dir())
+    assert len(load_mnist(download=False).train_images) == 6
+
+
+def test_explicit_and_env_dirs_do_not_fall_through(tmp_path, monkeypatch):
+    write_idx(tmp_path / "env")
+    write_idx(default_cache_dir())
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "env"))
+    with pytest.raises(UserError) as e:
+        load_mnist(tmp_path / "empty")
+    assert_one_line(e, str(tmp_path / "empty"), "no MNIST data", "--data-dir")
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "empty"))
+    with pytest.raises(UserError) as e:
+        load_mnist()
+    assert_one_line(e, str(tmp_path / "empty"), datasets.ENV_VAR)
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "nowhere"))
+    with pytest.raises(UserError) as e:
+        load_mnist()
+    assert_one_line(e, str(tmp_path / "nowhere"), "does not exist")
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def _rewrite(path, edit):
+    path.write_bytes(edit(path.read_bytes()))
+
+
+def _set_u32(offset, value):
+    return lambda data: data[:offset] + struct.pack(">I", value) + data[offset + 4 :]
+
+
+BAD_IDX = {
+    "bad magic": ("train-images-idx3-ubyte", _set_u32(0, 2049), "magic number 2049"),
+    "wrong dims": ("t10k-images-idx3-ubyte", _set_u32(8, 32), "32x28"),
+    "truncated": ("t10k-images-idx3-ubyte", lambda d: d[:-100], "truncated"),
+    "too long": ("train-labels-idx1-ubyte", lambda d: d + b"\0", "too long"),
+    "short header": ("train-labels-idx1-ubyte", lambda d: d[:5], "too short"),
+    "label out of range": (
+        "t10k-labels-idx1-ubyte",
+        lambda d: d[:9] + b"\x0c" + d[10:],
+        "label 12 at index 1",
+    ),
+    "count mismatch": (
+        "train-labels-idx1-ubyte",
+        lambda d: struct.pack(">II", 2049, 2) + d[8:10],
+        "3 images but",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_IDX, ids=list(BAD_IDX))
+def test_bad_idx_files(tmp_path, case):
+    name, edit, fragment = BAD_IDX[case]
+    write_idx(tmp_path / "d", n_train=3, n_test=2)
+    _rewrite(tmp_path / "d" / name, edit)
+    with pytest.raises(UserError) as e:
+        load_mnist(tmp_path / "d")
+    assert_one_line(e, name, fragment)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated gzip"])
+def test_corrupt_gzip(tmp_path, damage):
+    write_idx(tmp_path / "d", gz=True)
+    path = tmp_path / "d" / "t10k-images-idx3-ubyte.gz"
+    if damage == "garbage":
+        path.write_bytes(b"not a gzip file at all")
+    else:
+        _rewrite(path, lambda d: d[: len(d) // 2])
+    with pytest.raises(UserError) as e:
+        load_mnist(tmp_path / "d")
+    assert_one_line(e, str(path), "cannot read")
+
+
+def test_missing_file(tmp_path):
+    write_idx(tmp_path / "d")
+    (tmp_path / "d" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(UserError) as e:
+        load_mnist(tmp_path / "d")
+    assert_one_line(e, "lacks t10k-labels-idx1-ubyte", str(tmp_path / "d"))
+
+
+def test_not_an_npz(tmp_path):
+    (tmp_path / "mnist.npz").write_bytes(b"PK\x03\x04 broken")
+    (tmp_path / "notes.txt").write_text("hi")
+    for path, fragment in [(tmp_path / "mnist.npz", "cannot read"), (tmp_path / "notes.txt", "not a .npz")]:
+        with pytest.raises(UserError) as e:
+            load_mnist(path)
+        assert_one_line(e, str(path), fragment)
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"x_test": None}, "lacks the arrays x_test"),
+        ({"x_train": np.zeros((2, 27, 28), np.uint8)}, "x_train is uint8 (2, 27, 28)"),
+        ({"y_test": np.array([0, 10])}, "label 10 at index 1"),
+        ({"y_train": np.array([0, 1])}, "expected 3 integer labels"),
+    ],
+)
+def test_bad_npz(tmp_path, overrides, fragment):
+    arrays = write_idx(tmp_path / "idx", 3, 2)
+    npz = tmp_path / "mnist.npz"
+    write_npz(npz, arrays, **overrides)
+    with pytest.raises(UserError) as e:
+        load_mnist(npz)
+    assert_one_line(e, str(npz), fragment)
+
+
+# --- download ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mirror(mnist_dir, tmp_path):
+    """A local HTTP server whose root holds copies of the shared .gz files; yields its base URL."""
+    root = tmp_path / "www" / "mnist"
+    root.mkdir(parents=True)
+    for name in GZ_NAMES:
+        shutil.copy(mnist_dir / name, root / name)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def good_sums(mnist_dir):
+    return {name: hashlib.sha256((mnist_dir / name).read_bytes()).hexdigest() for name in GZ_NAMES}
+
+
+def test_download_installs_into_cache_and_loads(mirror, good_sums, monkeypatch):
+    # The first two mirrors fail (closed port, 404): the third one serves the files.
+    monkeypatch.setattr(datasets, "MIRRORS", (_closed_port_url(), mirror + "missing/", mirror + "mnist"))
+    monkeypatch.setattr(datasets, "GZ_SHA256", good_sums)
+    m = load_mnist()
+    cache = default_cache_dir()
+    assert m.source == str(cache) and m.train_images.shape == (4500, 28, 28) and len(m.test_labels) == 10000
+    assert sorted(os.listdir(cache)) == sorted(GZ_NAMES)
+    for name, sha in good_sums.items():
+        assert hashlib.sha256((cache / name).read_bytes()).hexdigest() == sha
+    # Now cached: no network needed.
+    monkeypatch.setattr(datasets, "MIRRORS", (_closed_port_url(),))
+    assert load_mnist(download=False).train_images.shape == (4500, 28, 28)
+
+
+def test_bad_checksum_leaves_nothing(mirror, good_sums, tmp_path):
+    sums = dict(good_sums, **{"t10k-labels-idx1-ubyte.gz": "0" * 64})
+    dest = tmp_path / "dl"
+    with pytest.raises(UserError) as e:
+        download_mnist(dest, mirrors=[mirror + "mnist/"], checksums=sums)
+    assert_one_line(e, "t10k-labels-idx1-ubyte.gz", "SHA-256", "nothing was saved")
+    assert os.listdir(dest) == []
+
+
+def test_offline_without_data_says_what_to_do(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_mnist()
+    assert_one_line(e, "--data-dir", "PORTABLE_CNN_DATA_DIR", "could not download")
+    assert os.listdir(default_cache_dir()) == []
+    with pytest.raises(UserError) as e:
+        load_mnist(download=False)
+    assert_one_line(e, "--data-dir", "PORTABLE_CNN_DATA_DIR", "download is off")
