@@ -1,0 +1,113 @@
+"""Benchmark: Philox-4x32-10 on the array API vs NumPy's own Generator, for a dropout mask.
+
+    python benchmarks/bench_rng.py [--reps 21] [--shape 128 10816] [--no-torch]
+                                   [--torch-threads N]
+
+Every candidate runs once per repetition, interleaved (A B C ... A B C ...) so that machine
+load hits them alike; one warm-up round is excluded. Prints a Markdown table with the median
+and min-max time per call and the ratio of medians to ``numpy default_rng().random(shape)``.
+The issue's target: ``bernoulli(numpy, (128, 10816), 0.5)`` within 2x of that baseline.
+
+On a shared 2-core machine under load, torch's multi-threaded elementwise ops can stall on
+every call (thread wake-ups): compare with ``--torch-threads 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from array_api_compat import numpy as np_xp  # noqa: E402
+
+from portable_cnn.philox import bernoulli, uniform  # noqa: E402
+
+BASELINE = "numpy Generator.random"
+
+
+def candidates(shape, with_torch, torch_threads=None):
+    rng = np.random.default_rng()
+    out = {
+        BASELINE: lambda step: rng.random(shape),
+        "numpy Generator.random < 0.5": lambda step: rng.random(shape) < 0.5,
+        "philox bernoulli(p=0.5), numpy": lambda step: bernoulli(
+            np_xp, shape, 0.5, seed=1, stream=2, step=step
+        ),
+        "philox bernoulli(p=0.3), numpy": lambda step: bernoulli(
+            np_xp, shape, 0.3, seed=1, stream=2, step=step
+        ),
+        "philox uniform float32, numpy": lambda step: uniform(
+            np_xp, shape, seed=1, stream=2, step=step, dtype=np_xp.float32
+        ),
+        "philox uniform float64, numpy": lambda step: uniform(
+            np_xp, shape, seed=1, stream=2, step=step, dtype=np_xp.float64
+        ),
+    }
+    if with_torch:
+        try:
+            import torch
+            from array_api_compat import torch as torch_xp
+        except ImportError:
+            print("torch not installed: torch rows skipped\n")
+        else:
+            if torch_threads:
+                torch.set_num_threads(torch_threads)
+            gen = torch.Generator().manual_seed(0)
+            out.update(
+                {
+                    "torch.rand < 0.5 (CPU)": lambda step: torch.rand(shape, generator=gen) < 0.5,
+                    "philox bernoulli(p=0.5), torch CPU": lambda step: bernoulli(
+                        torch_xp, shape, 0.5, seed=1, stream=2, step=step
+                    ),
+                    "philox uniform float32, torch CPU": lambda step: uniform(
+                        torch_xp, shape, seed=1, stream=2, step=step, dtype=torch_xp.float32
+                    ),
+                }
+            )
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=21)
+    ap.add_argument("--shape", type=int, nargs="+", default=[128, 10816])
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
+    args = ap.parse_args(argv)
+    shape = tuple(args.shape)
+
+    cands = candidates(shape, not args.no_torch, args.torch_threads)
+    times = {name: [] for name in cands}
+    for rep in range(args.reps + 1):  # rep 0 is the warm-up
+        for name, fn in cands.items():
+            t0 = time.perf_counter()
+            fn(rep)
+            dt = time.perf_counter() - t0
+            if rep:
+                times[name].append(dt)
+
+    base = statistics.median(times[BASELINE])
+    info = f"numpy {np.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs"
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        info += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    print(f"shape {shape}, {args.reps} interleaved repetitions after 1 warm-up; {info}\n")
+    print("| candidate | median ms | min-max ms | vs numpy Generator.random |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(
+            f"| {name} | {med * 1e3:.2f} | {min(ts) * 1e3:.2f}-{max(ts) * 1e3:.2f} "
+            f"| {med / base:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

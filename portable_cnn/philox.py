@@ -1,0 +1,298 @@
+"""Philox-4x32-10, a counter-based random generator written once on the Python array API.
+
+Same seed, same model on every backend: the random numbers the default recipe needs (kernel
+and weight initialisation, one dropout mask per batch) are pure functions of
+``(seed, stream, step, index)``, computed on the device with the backend's own arrays, with
+no generator state, no host transfer and no synchronisation. NumPy, PyTorch, CuPy and
+array-api-strict give bit-identical words, floats and masks.
+
+The generator is Philox-4x32 with 10 rounds from J. K. Salmon, M. A. Moraes, R. O. Dror and
+D. E. Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC'11 (the Random123 library);
+:func:`philox4x32` reproduces Random123's published known-answer vectors (``kat_vectors``).
+
+Counter layout used by :func:`random_bits`::
+
+    counter = (block index low 32 bits, block index high 32 bits, step, stream)
+    key     = (seed low 32 bits, seed high 32 bits)
+
+Each block (one Philox call) yields four 32-bit words; the ``n`` words of a request are the
+words of blocks ``0, 1, ...`` in order, so a shorter request is a prefix of a longer one.
+``stream`` separates uses (e.g. 0 = kernel init, 1 = weight init, 2 = dropout) and ``step`` is
+the batch counter: distinct ``(stream, step)`` pairs occupy distinct counter words and never
+overlap, whatever the sizes requested.
+
+Portability. The standard has ``uint32`` but PyTorch lacks full ``uint32`` arithmetic, and the
+standard leaves integer overflow unspecified, so one formulation is used on every backend:
+32-bit words are held in ``int64`` arrays (values in ``[0, 2**32)``) and the 32x32->64-bit
+multiply of a Philox round is split into 16-bit halves of the (constant) multiplier, so that
+no intermediate exceeds 2**49 and nothing ever overflows. Only standard functions and
+operators are used; this module imports no array library.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from fractions import Fraction
+
+__all__ = [
+    "PHILOX_M4x32_0",
+    "PHILOX_M4x32_1",
+    "PHILOX_W32_0",
+    "PHILOX_W32_1",
+    "philox4x32",
+    "random_bits",
+    "uniform",
+    "bernoulli",
+]
+
+MASK32 = 0xFFFFFFFF
+_MASK16 = 0xFFFF
+
+# Random123 constants (philox.h): round multipliers and Weyl key increments.
+PHILOX_M4x32_0 = 0xD2511F53
+PHILOX_M4x32_1 = 0xCD9E8D57
+PHILOX_W32_0 = 0x9E3779B9  # golden ratio
+PHILOX_W32_1 = 0xBB67AE85  # sqrt(3) - 1
+
+# bernoulli(): a probability p = k / 2**m with m <= this uses m bits per sample (exact p);
+# any other p compares one full 32-bit word per sample against round(p * 2**32).
+MAX_DYADIC_BITS = 16
+
+
+def _mulhilo(x, m):
+    """(hi, lo) 32-bit halves of ``x * m`` for ``x`` in [0, 2**32) and a constant 32-bit ``m``.
+
+    ``x`` is an int64 array or a Python int. For arrays the multiplier is split as
+    ``m = mh * 2**16 + ml``: ``x*mh`` and ``x*ml`` are below 2**48 and every sum below 2**49,
+    so the result is exact in int64 on any backend, overflow or not.
+    """
+    if isinstance(x, int):
+        p = x * m
+        return p >> 32, p & MASK32
+    mh, ml = m >> 16, m & _MASK16
+    pl = x * ml  # < 2**48
+    ph = x * mh  # < 2**48
+    lo = ph & _MASK16
+    lo <<= 16
+    lo += pl  # < 2**49
+    lo &= MASK32
+    pl >>= 16
+    ph += pl  # = floor(x * m / 2**16) < 2**49
+    ph >>= 16  # = floor(x * m / 2**32)
+    return ph, lo
+
+
+def _xor(a, b):
+    """a ^ b, in place on ``a`` when ``a`` is a fresh array (never a caller's array)."""
+    if isinstance(a, int) and not isinstance(b, int):
+        return b ^ a
+    a ^= b
+    return a
+
+
+def _check_word(name, value, bits=32):
+    value = operator.index(value)
+    if not 0 <= value < (1 << bits):
+        raise ValueError(f"{name} must be an integer in [0, 2**{bits}), got {value}")
+    return value
+
+
+def philox4x32(xp, counter, key, rounds=10):
+    """Philox-4x32-``rounds`` block function, elementwise over the counter arrays.
+
+    counter: tuple of 4 int64 arrays (values in ``[0, 2**32)``, broadcastable together);
+        Python ints are accepted in any position and are handled on the host (a constant
+        counter word costs nothing). Array values are not range-checked (that would need a
+        device synchronisation).
+    key: tuple of 2 Python ints in ``[0, 2**32)``.
+    Returns a tuple of 4 int64 arrays with values in ``[0, 2**32)``, of the broadcast shape of
+    the counter words.
+    """
+    if len(counter) != 4 or len(key) != 2:
+        raise ValueError("philox4x32 takes a counter of 4 words and a key of 2 words")
+    rounds = operator.index(rounds)
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    c0, c1, c2, c3 = (
+        c if hasattr(c, "shape") else _check_word("counter word", c) for c in counter
+    )
+    k0, k1 = (_check_word("key word", k) for k in key)
+    for r in range(rounds):
+        if r:
+            k0 = (k0 + PHILOX_W32_0) & MASK32
+            k1 = (k1 + PHILOX_W32_1) & MASK32
+        hi0, lo0 = _mulhilo(c0, PHILOX_M4x32_0)
+        hi1, lo1 = _mulhilo(c2, PHILOX_M4x32_1)
+        # Random123: out = {hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0}
+        if isinstance(c1, int):
+            n0 = _xor(hi1, c1 ^ k0)
+        else:
+            n0 = _xor(_xor(hi1, c1), k0) if k0 else _xor(hi1, c1)
+        if isinstance(c3, int):
+            n2 = _xor(hi0, c3 ^ k1)
+        else:
+            n2 = _xor(_xor(hi0, c3), k1) if k1 else _xor(hi0, c3)
+        c0, c1, c2, c3 = n0, lo1, n2, lo0
+    out = (c0, c1, c2, c3)
+    arrays = [o for o in out if not isinstance(o, int)]
+    if not arrays:  # an all-int counter: 0-d arrays on the default device
+        return tuple(xp.asarray(o, dtype=xp.int64) for o in out)
+    if len(arrays) < 4 or any(o.shape != arrays[0].shape for o in arrays):
+        shape = xp.broadcast_arrays(*arrays)[0].shape if len(arrays) > 1 else arrays[0].shape
+        device = arrays[0].device
+        out = tuple(
+            xp.full(shape, o, dtype=xp.int64, device=device)
+            if isinstance(o, int)
+            else xp.broadcast_to(o, shape)
+            for o in out
+        )
+    return out
+
+
+def _seed_key(seed):
+    seed = _check_word("seed", seed, bits=64)
+    return (seed & MASK32, seed >> 32)
+
+
+def _blocks(xp, nblocks, *, seed, stream, step, device):
+    """The 4 output words of blocks 0..nblocks-1, as 4 int64 arrays of shape (nblocks,)."""
+    key = _seed_key(seed)
+    stream = _check_word("stream", stream)
+    step = _check_word("step", step)
+    idx = xp.arange(nblocks, dtype=xp.int64, device=device)
+    if nblocks <= (1 << 32):
+        lo, hi = idx, 0
+    else:
+        lo, hi = idx & MASK32, idx >> 32
+    return philox4x32(xp, (lo, hi, step, stream), key)
+
+
+def _count(n):
+    n = operator.index(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    return n
+
+
+def random_bits(xp, n, *, seed, stream, step, device=None):
+    """``n`` 32-bit random words as an int64 array of shape ``(n,)``, values in ``[0, 2**32)``.
+
+    counter = (index low32, index high32, step, stream), key = (seed low32, seed high32):
+    ``seed`` in ``[0, 2**64)``, ``stream`` and ``step`` in ``[0, 2**32)``. Word ``4*i + j`` is
+    output word ``j`` of block ``i``.
+    """
+    n = _count(n)
+    nblocks = -(-n // 4)
+    words = _blocks(xp, nblocks, seed=seed, stream=stream, step=step, device=device)
+    bits = xp.reshape(xp.stack(words, axis=1), (4 * nblocks,))
+    return bits if n == 4 * nblocks else bits[:n]
+
+
+def _shape(shape):
+    if isinstance(shape, int) or not hasattr(shape, "__len__"):
+        shape = (shape,)
+    shape = tuple(operator.index(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"shape must have non-negative sizes, got {shape}")
+    return shape, math.prod(shape)
+
+
+def uniform(xp, shape, *, seed, stream, step, dtype, device=None):
+    """Floats in ``[0, 1)`` of the given shape and dtype (``xp.float32`` or ``xp.float64``).
+
+    float32: the top 24 bits of one word, ``(w >> 8) * 2**-24`` (every multiple of 2**-24).
+    float64: 53 bits of two consecutive words ``a, b``, ``((a >> 5) * 2**26 + (b >> 6)) * 2**-53``
+    (the classic ``genrand_res53`` construction). Both are exact: no rounding, never 1.0.
+    """
+    shape, n = _shape(shape)
+    if dtype == xp.float32:
+        words = random_bits(xp, n, seed=seed, stream=stream, step=step, device=device)
+        words >>= 8  # a fresh array unless n % 4 != 0 (then a view of a fresh array)
+        u = xp.astype(words, xp.float32)
+        u *= 2.0**-24
+    elif dtype == xp.float64:
+        # Float j of block i comes from its words 2j and 2j+1 (= random_bits words 2k, 2k+1
+        # for float k); built per block to skip interleaving all the words first.
+        nblocks = -(-n // 2)
+        x0, x1, x2, x3 = _blocks(xp, nblocks, seed=seed, stream=stream, step=step, device=device)
+        pairs = []
+        for a, b in ((x0, x1), (x2, x3)):  # fresh arrays: shifted in place
+            a >>= 5
+            a <<= 26
+            b >>= 6
+            a |= b
+            pairs.append(a)
+        u = xp.reshape(xp.stack(pairs, axis=1), (2 * nblocks,))
+        if 2 * nblocks != n:
+            u = u[:n]
+        u = xp.astype(u, xp.float64)
+        u *= 2.0**-53
+    else:
+        raise ValueError(f"uniform supports float32 and float64, got dtype {dtype}")
+    return xp.reshape(u, shape)
+
+
+def _bernoulli_plan(p):
+    """How bernoulli() draws probability ``p``: ("const", bool) | ("dyadic", k, m) | ("word", t)."""
+    if isinstance(p, str):
+        raise ValueError(f"p must be a real number in [0, 1], got {p!r}")
+    try:
+        frac = Fraction(p)
+    except (TypeError, ValueError):
+        raise ValueError(f"p must be a real number in [0, 1], got {p!r}") from None
+    if not 0 <= frac <= 1:
+        raise ValueError(f"p must be in [0, 1], got {p!r}")
+    if frac == 0 or frac == 1:
+        return ("const", bool(frac == 1))
+    m = frac.denominator.bit_length() - 1
+    if frac.denominator == 1 << m and m <= MAX_DYADIC_BITS:
+        return ("dyadic", frac.numerator, m)
+    t = round(frac * (1 << 32))  # nearest multiple of 2**-32 (ties to even)
+    if t in (0, 1 << 32):
+        return ("const", bool(t))
+    return ("word", t)
+
+
+def _dyadic_keep(xp, words, k, m, *, device):
+    """Keep-mask from the m-bit fields of each word, field-major, shape ``(32 // m * nwords,)``.
+
+    Field ``i`` of word ``w`` is bits ``[m*i, m*i + m)``; it gives sample ``i * nwords + w``
+    (field-major, so every elementwise op runs over long contiguous rows) and is ``True`` iff
+    the field's value is ``< k``, tested without shifting as
+    ``word & (2**m - 1) << m*i < k << m*i``.
+    """
+    per_word = 32 // m
+    offsets = xp.arange(0, per_word * m, m, dtype=xp.int64, device=device)
+    field_masks = xp.bitwise_left_shift(xp.full_like(offsets, (1 << m) - 1), offsets)
+    thresholds = xp.bitwise_left_shift(xp.full_like(offsets, k), offsets)
+    fields = words[None, :] & field_masks[:, None]
+    keep = fields < thresholds[:, None]
+    return xp.reshape(keep, (per_word * words.shape[0],))
+
+
+def bernoulli(xp, shape, p, *, seed, stream, step, device=None):
+    """Boolean mask of the given shape, True with probability ``p`` (a dropout keep-mask).
+
+    Exactness of ``p``: if ``p = k / 2**m`` with ``m <= 16`` (0.5, 0.25, 0.75, 0.125, ...)
+    the probability is exact and each sample uses only ``m`` bits, so one 32-bit word gives
+    ``32 // m`` samples (32 for p = 0.5): sample ``True`` iff its m-bit field is ``< k``.
+    Any other ``p`` is rounded to the nearest multiple of ``2**-32``: one word per sample,
+    ``True`` iff ``word < round(p * 2**32)``. ``p`` of 0 or 1 gives a constant mask.
+    """
+    shape, n = _shape(shape)
+    plan = _bernoulli_plan(p)
+    if plan[0] == "const":
+        make = xp.ones if plan[1] else xp.zeros
+        return make(shape, dtype=xp.bool, device=device)
+    if plan[0] == "word":
+        words = random_bits(xp, n, seed=seed, stream=stream, step=step, device=device)
+        return xp.reshape(words < plan[1], shape)
+    _, k, m = plan
+    per_word = 32 // m
+    nwords = -(-n // per_word)
+    words = random_bits(xp, nwords, seed=seed, stream=stream, step=step, device=device)
+    keep = _dyadic_keep(xp, words, k, m, device=device)
+    if keep.shape[0] != n:
+        keep = keep[:n]
+    return xp.reshape(keep, shape)
