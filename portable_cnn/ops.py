@@ -1,0 +1,90 @@
+"""The network's math, written once on the Python array API standard.
+
+Every function takes arrays and works in their own namespace, so the same code runs on
+numpy, cupy, torch or array-api-strict. Nothing here imports an array library.
+"""
+
+from array_api_compat import array_namespace
+
+
+def _shifted(images, kernel_size: int, positions: int):
+    """The ``kernel_size**2`` views of ``(B, H, W)`` images shifted by each kernel offset, row-major."""
+    return [images[:, r : r + positions, c : c + positions] for r in range(kernel_size) for c in range(kernel_size)]
+
+
+def patches(images, kernel_size: int, positions: int):
+    """im2col: ``(B, H, W)`` images -> ``(B * positions**2, kernel_size**2)`` windows.
+
+    Row ``(b, r, c)`` holds the window whose top-left pixel is ``(r, c)`` of image ``b``, flattened
+    row-major: the notebook's ``flattened_input``, built from shifted slices stacked on a new last axis.
+    """
+    xp = array_namespace(images)
+    windows = xp.stack(_shifted(images, kernel_size, positions), axis=-1)
+    return xp.reshape(windows, (-1, kernel_size * kernel_size))
+
+
+def patch_planes(images, kernel_size: int, positions: int):
+    """The transpose of :func:`patches`, ``(kernel_size**2, B * positions**2)``, built contiguous.
+
+    ``kernels.T @ planes`` gives kernel-major feature maps, the faster layout for evaluation.
+    """
+    xp = array_namespace(images)
+    planes = xp.stack(_shifted(images, kernel_size, positions), axis=0)
+    return xp.reshape(planes, (kernel_size * kernel_size, -1))
+
+
+def conv(windows, kernels, batch: int):
+    """Valid convolution (cross-correlation) as one matmul: ``(B*P, k*k) @ (k*k, K)`` -> ``(B, P*K)``."""
+    xp = array_namespace(windows, kernels)
+    return xp.reshape(windows @ kernels, (batch, -1))
+
+
+def conv_kernel_gradient(windows, hidden_delta, num_kernels: int):
+    """Backward of :func:`conv` with respect to the kernels: ``windows.T @ delta`` -> ``(k*k, K)``."""
+    xp = array_namespace(windows, hidden_delta)
+    return windows.T @ xp.reshape(hidden_delta, (-1, num_kernels))
+
+
+def tanh_derivative(activation):
+    """d tanh(z) / dz expressed through the activation ``t = tanh(z)``: ``1 - t**2``."""
+    return 1 - activation**2
+
+
+def dropout(activation, keep_mask, keep_prob: float):
+    """Inverted dropout: zero the dropped units and scale the kept ones by ``1 / keep_prob``."""
+    xp = array_namespace(activation, keep_mask)
+    return activation * (xp.astype(keep_mask, activation.dtype) * (1 / keep_prob))
+
+
+def softmax(logits):
+    """Numerically stable softmax over the last axis."""
+    xp = array_namespace(logits)
+    exponentials = xp.exp(logits - xp.max(logits, axis=-1, keepdims=True))
+    return exponentials / xp.sum(exponentials, axis=-1, keepdims=True)
+
+
+def book_softmax(logits):
+    """The notebook's softmax, ``exp(x) / sum(exp(x))``: overflows for large logits, kept for ``--book``."""
+    xp = array_namespace(logits)
+    exponentials = xp.exp(logits)
+    return exponentials / xp.sum(exponentials, axis=-1, keepdims=True)
+
+
+def one_hot(labels, num_classes: int, dtype):
+    """``(N,)`` integer labels -> ``(N, num_classes)`` indicator rows of ``dtype``."""
+    xp = array_namespace(labels)
+    classes = xp.arange(num_classes, dtype=labels.dtype, device=labels.device)
+    return xp.astype(labels[:, None] == classes, dtype)
+
+
+def cross_entropy_sum(probabilities, targets):
+    """Summed negative log-likelihood of one-hot ``targets`` (a device scalar, no host sync)."""
+    xp = array_namespace(probabilities, targets)
+    tiny = xp.finfo(probabilities.dtype).smallest_normal
+    return -xp.sum(targets * xp.log(xp.clip(probabilities, tiny, None)))
+
+
+def count_correct(scores, labels):
+    """How many rows' arg-max equals the label (a device scalar, no host sync)."""
+    xp = array_namespace(scores, labels)
+    return xp.sum(xp.astype(xp.argmax(scores, axis=-1) == labels, labels.dtype))
