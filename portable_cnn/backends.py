@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, is_cupy_namespace, is_torch_namespace
 
+from . import philox
 from .errors import UserError
 
 BACKENDS = ("numpy", "cupy", "torch", "array-api-strict")
@@ -220,3 +221,32 @@ def _split(xp, flat, shapes):
         pieces.append(xp.reshape(flat[start : start + size], shape))
         start += size
     return pieces
+
+
+class PortableRandom:
+    """Philox-4x32-10 evaluated on the device: the same seed gives the same numbers on every backend.
+
+    Dropout masks come from stream 0, one counter step per batch; initialisation draws take streams
+    1, 2, ... in order. Each draw is a pure function of (seed, stream, step): no state on the device.
+    """
+
+    def __init__(self, backend: Backend, seed: int):
+        self._backend = backend
+        self._seed = seed
+        self._draws = 0
+        self.step = 0
+
+    def uniform(self, shape, dtype: str):
+        self._draws += 1
+        backend = self._backend
+        return philox.uniform(
+            backend.xp, shape, seed=self._seed, stream=self._draws, step=0, dtype=backend.dtype(dtype), device=backend.device
+        )
+
+    def keep_masks(self, shapes, keep_prob: float):
+        backend = self._backend
+        for shape in shapes:
+            yield philox.bernoulli(
+                backend.xp, shape, keep_prob, seed=self._seed, stream=0, step=self.step, device=backend.device
+            )
+            self.step += 1

@@ -12,12 +12,12 @@ from typing import Callable, NamedTuple
 from tqdm import tqdm
 
 from . import ops
-from .backends import BookRandom, NativeRandom, get_backend
+from .backends import BookRandom, NativeRandom, PortableRandom, get_backend
 from .errors import UserError
 from .model import IMAGE_SIDE, KEEP_PROB, NUM_CLASSES, ConvNet
 
 DTYPES = ("float32", "float64")
-RNGS = ("native",)
+RNGS = ("portable", "native")
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Config:
     backend: str = "numpy"
     device: str | None = None
     data_dir: str | None = None
-    rng: str = "native"
+    rng: str = "portable"  # the default recipe's random numbers; --book always uses numpy's legacy stream
 
     def validated(self) -> Config:
         """A copy with defaults filled in; raises UserError naming the first impossible value."""
@@ -150,7 +150,10 @@ def evaluate(model: ConvNet, images, labels, batch_size: int):
 
 
 def make_random(config: Config, backend):
-    return BookRandom(backend, config.seed) if config.book else NativeRandom(backend, config.seed)
+    """The random source of a run: the notebook's host stream for --book, else Philox or the backend's own."""
+    if config.book:
+        return BookRandom(backend, config.seed)
+    return (PortableRandom if config.rng == "portable" else NativeRandom)(backend, config.seed)
 
 
 def train(config: Config, data=None, on_epoch: Callable[[EpochRecord], None] | None = None) -> TrainResult:
