@@ -12,7 +12,7 @@ import sys
 from . import __version__
 from .backends import BACKENDS, describe_backends
 from .errors import UserError
-from .train import DTYPES, RNGS, Config, train
+from .trainer import DTYPES, RNGS, Config, train
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,53 @@
+"""Shared fixtures: the real MNIST files and every backend (GPU ones marked ``gpu``, skipped without one)."""
+
+import os
+import pathlib
+
+import pytest
+
+from portable_cnn import UserError, get_backend, load_mnist
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SEED_OUTPUT = REPO.parent / "shared" / "seed" / "book_output_300_epochs.txt"
+
+BACKENDS = [
+    pytest.param(("numpy", None), id="numpy"),
+    pytest.param(("array-api-strict", None), id="array-api-strict"),
+    pytest.param(("torch", "cpu"), id="torch"),
+    pytest.param(("cupy", None), id="cupy", marks=pytest.mark.gpu),
+    pytest.param(("torch", "cuda"), id="torch-cuda", marks=pytest.mark.gpu),
+]
+
+
+def backend_or_skip(name, device=None):
+    """The backend, or a skip that says what is missing (cupy, a GPU, torch)."""
+    try:
+        return get_backend(name, device)
+    except UserError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return backend_or_skip(*request.param)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The shared real MNIST: $PORTABLE_CNN_DATA_DIR, else <repo>/../shared/data/mnist."""
+    path = pathlib.Path(os.environ.get("PORTABLE_CNN_DATA_DIR") or REPO.parent / "shared" / "data" / "mnist")
+    if not path.is_dir():
+        pytest.skip(f"the shared MNIST files are not in {path}; set PORTABLE_CNN_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    return load_mnist(mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def book_lines():
+    if not SEED_OUTPUT.is_file():
+        pytest.skip(f"the notebook's saved output is not at {SEED_OUTPUT}")
+    return SEED_OUTPUT.read_text().splitlines()

@@ -1,0 +1,134 @@
+"""The array-API math against plain-loop references, and finite-difference gradient checks."""
+
+import numpy as np
+import pytest
+
+from portable_cnn import ops
+from portable_cnn.backends import to_host
+from portable_cnn.model import KEEP_PROB, NUM_CLASSES, ConvNet
+
+
+def reference_windows(images, k, positions):
+    """One window per output position, in (image, row, column) order: the notebook's loops."""
+    return np.array(
+        [images[b, r : r + k, c : c + k].ravel() for b in range(len(images)) for r in range(positions) for c in range(positions)]
+    )
+
+
+@pytest.fixture
+def tiny(backend):
+    """A tiny float64 problem: 3 images 7x7 (as if 28x28 were that small), kernel 3, 2 kernels."""
+    rng = np.random.default_rng(0)
+    host = {
+        "images": rng.random((3, 7, 7)),
+        "kernels": rng.normal(0, 0.5, (9, 2)),
+        "weights": rng.normal(0, 0.5, (5 * 5 * 2, NUM_CLASSES)),
+        "labels": np.array([3, 0, 9]),
+        "keep": rng.random((3, 5 * 5 * 2)) < KEEP_PROB,
+    }
+    on_device = {name: backend.asarray(value) for name, value in host.items()}
+    return backend, host, on_device
+
+
+def test_patches_match_the_notebooks_loops(tiny):
+    backend, host, dev = tiny
+    windows = ops.patches(dev["images"], 3, 5)
+    np.testing.assert_array_equal(to_host(windows), reference_windows(host["images"], 3, 5))
+    np.testing.assert_array_equal(to_host(ops.patch_planes(dev["images"], 3, 5)), to_host(windows).T)
+
+
+def test_book_positions_visit_one_fewer_row_and_column(tiny):
+    backend, host, dev = tiny
+    windows = ops.patches(dev["images"], 3, 4)
+    np.testing.assert_array_equal(to_host(windows), reference_windows(host["images"], 3, 4))
+
+
+def test_conv_is_a_valid_cross_correlation(tiny):
+    backend, host, dev = tiny
+    out = to_host(ops.conv(ops.patches(dev["images"], 3, 5), dev["kernels"], 3)).reshape(3, 5, 5, 2)
+    image, kernel = host["images"][1], host["kernels"][:, 1].reshape(3, 3)
+    direct = sum(image[dr : dr + 5, dc : dc + 5] * kernel[dr, dc] for dr in range(3) for dc in range(3))
+    np.testing.assert_allclose(out[1, :, :, 1], direct, rtol=1e-12)
+
+
+def test_softmax_is_stable_and_normalised(backend):
+    logits = backend.asarray(np.array([[1000.0, 0.0, -1000.0], [1.0, 2.0, 3.0]]))
+    probabilities = to_host(ops.softmax(logits))
+    assert np.all(np.isfinite(probabilities))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    np.testing.assert_allclose(probabilities[1], np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum())
+    np.testing.assert_allclose(to_host(ops.book_softmax(logits[1:, ...]))[0], probabilities[1])
+
+
+def test_one_hot_counts_and_loss(backend):
+    labels = backend.asarray(np.array([2, 0, 1]))
+    targets = ops.one_hot(labels, 3, backend.dtype("float64"))
+    np.testing.assert_array_equal(to_host(targets), np.eye(3)[[2, 0, 1]])
+    scores = backend.asarray(np.array([[0.1, 0.2, 0.7], [0.5, 0.4, 0.1], [0.9, 0.05, 0.05]]))
+    assert int(ops.count_correct(scores, labels)) == 2
+    assert float(ops.cross_entropy_sum(scores, targets)) == pytest.approx(-np.log([0.7, 0.5, 0.05]).sum())
+
+
+def model_of(dev, positions=5):
+    return ConvNet(dev["kernels"], dev["weights"], kernel_size=3, positions=positions)
+
+
+def test_kernel_major_logits_equal_the_notebooks_layout(tiny):
+    backend, host, dev = tiny
+    model = model_of(dev)
+    direct = model.features(dev["images"])[1] @ dev["weights"]
+    np.testing.assert_allclose(to_host(model.logits(dev["images"])), to_host(direct), rtol=1e-12, atol=1e-12)
+
+
+def summed_loss(host, kernels, weights):
+    """The training loss with the same dropout mask, in plain numpy float64."""
+    windows = reference_windows(host["images"], 3, 5)
+    hidden = np.tanh((windows @ kernels).reshape(3, -1)) * host["keep"] / KEEP_PROB
+    logits = hidden @ weights
+    logits -= logits.max(axis=1, keepdims=True)
+    log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return -log_probabilities[np.arange(3), host["labels"]].sum()
+
+
+def numerical_gradient(f, x, h=1e-6):
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += h
+        down[index] -= h
+        grad[index] = (f(up) - f(down)) / (2 * h)
+    return grad
+
+
+def test_backward_matches_finite_differences(tiny):
+    """One SGD step moves each parameter by -alpha/normaliser times the gradient of the summed loss."""
+    backend, host, dev = tiny
+    model = model_of(dev)
+    targets = ops.one_hot(dev["labels"], NUM_CLASSES, backend.dtype("float64"))
+    alpha, normaliser = 0.5, 4.0
+    model.sgd_step(dev["images"], targets, dev["keep"], alpha=alpha, normaliser=normaliser)
+    kernel_gradient = (host["kernels"] - to_host(model.kernels)) * normaliser / alpha
+    weight_gradient = (host["weights"] - to_host(model.weights)) * normaliser / alpha
+
+    expected_kernels = numerical_gradient(lambda k: summed_loss(host, k, host["weights"]), host["kernels"])
+    expected_weights = numerical_gradient(lambda w: summed_loss(host, host["kernels"], w), host["weights"])
+    np.testing.assert_allclose(kernel_gradient, expected_kernels, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(weight_gradient, expected_weights, rtol=1e-6, atol=1e-8)
+
+
+def test_book_step_keeps_the_notebooks_errata(tiny):
+    """The --book step: kernels move the other way (erratum 2), tanh' is taken after dropout's x2 (erratum 3)."""
+    backend, host, dev = tiny
+    model = model_of(dev)
+    targets = ops.one_hot(dev["labels"], NUM_CLASSES, backend.dtype("float64"))
+    model.sgd_step(dev["images"], targets, dev["keep"], alpha=1.0, normaliser=1.0, book=True)
+
+    windows = reference_windows(host["images"], 3, 5)
+    layer_1 = np.tanh((windows @ host["kernels"]).reshape(3, -1)) * (host["keep"] * 2)
+    layer_2 = np.exp(layer_1 @ host["weights"])
+    layer_2 /= layer_2.sum(axis=1, keepdims=True)
+    layer_2_delta = np.eye(NUM_CLASSES)[host["labels"]] - layer_2
+    layer_1_delta = layer_2_delta @ host["weights"].T * (1 - layer_1**2) * host["keep"]
+    kernels = host["kernels"] - windows.T @ layer_1_delta.reshape(-1, 2)
+    np.testing.assert_allclose(to_host(model.kernels), kernels, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_host(model.weights), host["weights"] + layer_1.T @ layer_2_delta, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,118 @@
+"""The trainer on real MNIST: the notebook reproduced, the default recipe learning, backends agreeing."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from portable_cnn import Config, UserError, train
+from portable_cnn.backends import to_host
+from portable_cnn.trainer import batches
+
+from .conftest import backend_or_skip
+
+SMALL = Config(epochs=2, train_size=256, test_size=1000, quiet=True)
+
+
+@pytest.mark.parametrize(("name", "epochs"), [("numpy", 30), ("torch", 5), ("array-api-strict", 3)])
+def test_book_reproduces_the_notebooks_lines(mnist, book_lines, name, epochs):
+    """30 epochs on numpy cover the collapse and recovery of epochs 15-25, where last bits matter."""
+    backend_or_skip(name)
+    result = train(Config(book=True, epochs=epochs, backend=name, quiet=True), mnist)
+    assert [record.line() for record in result.history] == book_lines[:epochs]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "device"), [("cupy", None), ("torch", "cuda")])
+def test_book_reproduces_the_notebook_on_a_gpu(mnist, book_lines, name, device):
+    backend_or_skip(name, device)
+    result = train(Config(book=True, epochs=30, backend=name, device=device, quiet=True), mnist)
+    assert [record.line() for record in result.history] == book_lines[:30]
+
+
+def test_book_prints_the_notebooks_line(mnist, book_lines, capsys):
+    train(Config(book=True, epochs=1, quiet=False), mnist)
+    assert capsys.readouterr().out == book_lines[0] + "\n"
+
+
+def test_default_recipe_learns_on_array_api_strict(mnist):
+    result = train(dataclasses.replace(SMALL, epochs=3, backend="array-api-strict"), mnist)
+    accuracies = [record.test_acc for record in result.history]
+    assert accuracies[-1] > 0.5, accuracies  # chance is 0.1
+    assert result.model.kernels.dtype == result.model.weights.dtype
+    assert all(np.isfinite(record.loss) for record in result.history)
+
+
+def test_numpy_and_torch_agree_in_float64(mnist):
+    """Same Philox draws on both: the same weights to 1e-12 after an epoch of 8 batches."""
+    backend_or_skip("torch")
+    config = dataclasses.replace(SMALL, epochs=1, train_size=1000, dtype="float64")
+    on_numpy = train(config, mnist)
+    on_torch = train(dataclasses.replace(config, backend="torch"), mnist)
+    np.testing.assert_allclose(to_host(on_torch.model.weights), to_host(on_numpy.model.weights), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(to_host(on_torch.model.kernels), to_host(on_numpy.model.kernels), rtol=0, atol=1e-12)
+    assert on_torch.history == [dataclasses.replace(on_torch.history[0], seconds=r.seconds, images_per_second=r.images_per_second) for r in on_numpy.history]
+
+
+def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(mnist):
+    first, again = train(SMALL, mnist), train(SMALL, mnist)
+    other = train(dataclasses.replace(SMALL, seed=2), mnist)
+    np.testing.assert_array_equal(to_host(first.model.weights), to_host(again.model.weights))
+    assert not np.array_equal(to_host(first.model.weights), to_host(other.model.weights))
+
+
+@pytest.mark.parametrize("rng", ["portable", "native"])
+def test_float32_is_the_default_and_float64_is_available(mnist, rng):
+    assert train(dataclasses.replace(SMALL, epochs=1, rng=rng), mnist).model.weights.dtype == np.float32
+    assert train(dataclasses.replace(SMALL, epochs=1, rng=rng, dtype="float64"), mnist).model.weights.dtype == np.float64
+
+
+def test_batches_train_the_partial_batch_except_in_book_mode():
+    assert batches(Config(), 1000)[-1] == (896, 1000)
+    assert batches(Config(book=True), 1000)[-1] == (768, 896)
+    assert len(batches(Config(batch_size=1000), 1000)) == 1
+
+
+def test_evaluation_batch_size_does_not_change_the_result(mnist):
+    whole = train(dataclasses.replace(SMALL, eval_batch_size=1000), mnist)
+    pieces = train(dataclasses.replace(SMALL, eval_batch_size=7), mnist)
+    assert [r.test_acc for r in whole.history] == [r.test_acc for r in pieces.history]
+
+
+def test_test_every_evaluates_on_schedule_and_at_the_end(mnist, capsys):
+    result = train(dataclasses.replace(SMALL, epochs=5, test_every=3, quiet=False), mnist)
+    assert [r.epoch for r in result.history if r.test_acc is not None] == [0, 3, 4]
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["I:0", "I:3", "I:4"]
+
+
+def test_predict_takes_host_or_device_images_of_any_layout(mnist):
+    model = train(dataclasses.replace(SMALL, epochs=1, backend="array-api-strict"), mnist).model
+    images = mnist.test_images[:50]
+    predicted = to_host(model.predict(images))
+    assert predicted.shape == (50,) and predicted.dtype.kind == "i"
+    np.testing.assert_array_equal(to_host(model.predict(images.reshape(50, 784) / 255.0)), predicted)
+    np.testing.assert_array_equal(to_host(model.predict(images[3])), predicted[3:4])
+    assert (predicted == mnist.test_labels[:50]).mean() > 0.5
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": -1}, "--epochs"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"kernel_size": 29}, "does not fit"),
+        ({"kernel_size": 28, "book": True}, "does not fit"),
+        ({"dtype": "float16"}, "--dtype"),
+        ({"book": True, "dtype": "float32"}, "float64"),
+        ({"train_size": 4501}, "more images than the data has"),
+        ({"test_size": 10001}, "more images than the data has"),
+        ({"alpha": float("nan")}, "--alpha"),
+        ({"rng": "mersenne"}, "--rng"),
+        ({"backend": "jax"}, "unknown backend"),
+        ({"device": "cuda"}, "CPU only"),
+    ],
+)
+def test_impossible_configurations_say_what_is_wrong(mnist, change, message):
+    with pytest.raises(UserError, match=message) as error:
+        train(dataclasses.replace(SMALL, **change), mnist)
+    assert "\n" not in str(error.value)
