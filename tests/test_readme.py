@@ -1,0 +1,16 @@
+"""The README's library example runs as written."""
+
+import re
+
+from .conftest import REPO
+
+
+def test_readme_library_example_runs(mnist_dir, monkeypatch, capsys):
+    readme = (REPO / "README.md").read_text()
+    library = readme.split("## Library", 1)[1]
+    example = re.search(r"```python\n(.*?)```", library, re.DOTALL).group(1)
+    monkeypatch.setenv("PORTABLE_CNN_DATA_DIR", str(mnist_dir))
+    exec(compile(example, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"I:2 Test-Acc:[0-9.]+ Train-Acc:[0-9.]+", printed[0])
+    assert len(printed) == 2
