@@ -56,15 +56,17 @@ class ConvNet:
         per_kernel = xp.permute_dims(xp.reshape(self.weights, (-1, self.num_kernels, NUM_CLASSES)), (1, 0, 2))
         return xp.sum(self.feature_maps(images) @ per_kernel, axis=0)
 
-    def sgd_step(self, images, targets, keep_mask, *, alpha: float, normaliser: float, book: bool = False):
+    def sgd_step(self, images, targets, keep_mask, *, alpha: float, kernel_alpha: float, normaliser: float, book=False):
         """One step of plain SGD on a batch; returns the batch's softmax probabilities (with dropout).
 
         ``targets`` are one-hot rows; the output delta ``(targets - p) / normaliser`` is the negative
-        gradient of the summed cross-entropy, scaled. ``book=True`` keeps the notebook's errata 2 and 3:
+        gradient of the summed cross-entropy, scaled. The dense weights step by ``alpha`` times their
+        delta, the kernels by ``kernel_alpha`` times theirs. ``book=True`` keeps the notebook's errata 2 and 3:
         the kernels step up the gradient, and the tanh derivative is taken of the dropout-scaled output.
         """
         windows, active = self.features(images)
-        dropped = ops.dropout(active, keep_mask, KEEP_PROB)
+        scale = ops.dropout_scale(keep_mask, KEEP_PROB, active.dtype)
+        dropped = active * scale
         logits = dropped @ self.weights
         probabilities = ops.book_softmax(logits) if book else ops.softmax(logits)
 
@@ -74,10 +76,10 @@ class ConvNet:
             xp = array_namespace(keep_mask)
             hidden_delta = backprop * ops.tanh_derivative(dropped) * xp.astype(keep_mask, dropped.dtype)
         else:
-            hidden_delta = ops.dropout(backprop, keep_mask, KEEP_PROB) * ops.tanh_derivative(active)
+            hidden_delta = backprop * ops.dropped_tanh_derivative(scale, dropped, active)
 
         self.weights = self.weights + alpha * (dropped.T @ output_delta)
-        kernel_step = alpha * ops.conv_kernel_gradient(windows, hidden_delta, self.num_kernels)
+        kernel_step = kernel_alpha * ops.conv_kernel_gradient(windows, hidden_delta, self.num_kernels)
         self.kernels = self.kernels - kernel_step if book else self.kernels + kernel_step
         return probabilities
 
@@ -89,7 +91,10 @@ class ConvNet:
         """
         xp = array_namespace(self.weights)
         images = as_model_images(images, self.weights)
-        scores = [xp.argmax(self.logits(images[i : i + batch_size, ...]), axis=-1) for i in range(0, images.shape[0], batch_size)]
+        count = images.shape[0]
+        scores = [
+            xp.argmax(self.logits(images[i : min(i + batch_size, count), ...]), axis=-1) for i in range(0, count, batch_size)
+        ]
         return xp.concat(scores) if scores else xp.zeros((0,), dtype=xp.int64, device=device_of(self.weights))
 
 

@@ -105,9 +105,9 @@ def test_backward_matches_finite_differences(tiny):
     backend, host, dev = tiny
     model = model_of(dev)
     targets = ops.one_hot(dev["labels"], NUM_CLASSES, backend.dtype("float64"))
-    alpha, normaliser = 0.5, 4.0
-    model.sgd_step(dev["images"], targets, dev["keep"], alpha=alpha, normaliser=normaliser)
-    kernel_gradient = (host["kernels"] - to_host(model.kernels)) * normaliser / alpha
+    alpha, kernel_alpha, normaliser = 0.5, 0.25, 4.0
+    model.sgd_step(dev["images"], targets, dev["keep"], alpha=alpha, kernel_alpha=kernel_alpha, normaliser=normaliser)
+    kernel_gradient = (host["kernels"] - to_host(model.kernels)) * normaliser / kernel_alpha
     weight_gradient = (host["weights"] - to_host(model.weights)) * normaliser / alpha
 
     expected_kernels = numerical_gradient(lambda k: summed_loss(host, k, host["weights"]), host["kernels"])
@@ -121,7 +121,7 @@ def test_book_step_keeps_the_notebooks_errata(tiny):
     backend, host, dev = tiny
     model = model_of(dev)
     targets = ops.one_hot(dev["labels"], NUM_CLASSES, backend.dtype("float64"))
-    model.sgd_step(dev["images"], targets, dev["keep"], alpha=1.0, normaliser=1.0, book=True)
+    model.sgd_step(dev["images"], targets, dev["keep"], alpha=1.0, kernel_alpha=1.0, normaliser=1.0, book=True)
 
     windows = reference_windows(host["images"], 3, 5)
     layer_1 = np.tanh((windows @ host["kernels"]).reshape(3, -1)) * (host["keep"] * 2)
