@@ -1,12 +1,15 @@
 """Benchmark: Philox-4x32-10 on the array API vs NumPy's own Generator, for a dropout mask.
 
     python benchmarks/bench_rng.py [--reps 21] [--shape 128 10816] [--no-torch]
-                                   [--torch-threads N]
+                                   [--torch-threads N] [--epochs REPS --data-dir DIR]
 
 Every candidate runs once per repetition, interleaved (A B C ... A B C ...) so that machine
 load hits them alike; one warm-up round is excluded. Prints a Markdown table with the median
 and min-max time per call and the ratio of medians to ``numpy default_rng().random(shape)``.
 The issue's target: ``bernoulli(numpy, (128, 10816), 0.5)`` within 2x of that baseline.
+``--epochs REPS`` also times the default recipe's epoch (numpy float32) with ``--rng portable``
+against ``--rng native``, interleaved, the second epoch of each run: the target is a regression
+of at most 5%.
 
 On a shared 2-core machine under load, torch's multi-threaded elementwise ops can stall on
 every call (thread wake-ups): compare with ``--torch-threads 1``.
@@ -74,12 +77,33 @@ def candidates(shape, with_torch, torch_threads=None):
     return out
 
 
+def epoch_comparison(reps, data_dir):
+    """Median seconds of a default-recipe epoch with each random source, and portable/native."""
+    from portable_cnn import Config, load_mnist, train
+
+    data = load_mnist(data_dir)
+    seconds = {"native": [], "portable": []}
+    for _ in range(reps):
+        for rng in seconds:
+            history = train(Config(epochs=2, quiet=True, rng=rng), data).history
+            seconds[rng].append(history[1].seconds)
+    print(f"\ndefault recipe epoch (train 1000 + evaluate 10000, numpy float32), {reps} interleaved runs\n")
+    print("| --rng | median s | min-max s |")
+    print("| --- | ---: | ---: |")
+    for rng, ts in seconds.items():
+        print(f"| {rng} | {statistics.median(ts):.3f} | {min(ts):.3f}-{max(ts):.3f} |")
+    ratio = statistics.median(seconds["portable"]) / statistics.median(seconds["native"])
+    print(f"\nportable / native: {ratio:.3f}x")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=21)
     ap.add_argument("--shape", type=int, nargs="+", default=[128, 10816])
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--epochs", type=int, default=0, metavar="REPS", help="also compare whole epochs, REPS times")
+    ap.add_argument("--data-dir", help="MNIST for --epochs (default: the usual search order)")
     args = ap.parse_args(argv)
     shape = tuple(args.shape)
 
@@ -107,6 +131,8 @@ def main(argv=None):
             f"| {name} | {med * 1e3:.2f} | {min(ts) * 1e3:.2f}-{max(ts) * 1e3:.2f} "
             f"| {med / base:.2f}x |"
         )
+    if args.epochs:
+        epoch_comparison(args.epochs, args.data_dir)
 
 
 if __name__ == "__main__":

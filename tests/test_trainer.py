@@ -43,15 +43,21 @@ def test_default_recipe_learns_on_array_api_strict(mnist):
     assert all(np.isfinite(record.loss) for record in result.history)
 
 
-def test_numpy_and_torch_agree_in_float64(mnist):
-    """Same Philox draws on both: the same weights to 1e-12 after an epoch of 8 batches."""
+def accuracies(result):
+    return [(record.train_acc, record.test_acc) for record in result.history]
+
+
+@pytest.mark.parametrize(("epochs", "train_size", "tolerance"), [(1, 1000, 1e-12), (10, 256, 1e-9)])
+def test_numpy_and_torch_agree_in_float64(mnist, epochs, train_size, tolerance):
+    """Same Philox draws on both: the same weights (only the BLAS's last bits differ) and the same accuracies."""
     backend_or_skip("torch")
-    config = dataclasses.replace(SMALL, epochs=1, train_size=1000, dtype="float64")
+    config = dataclasses.replace(SMALL, epochs=epochs, train_size=train_size, dtype="float64")
     on_numpy = train(config, mnist)
     on_torch = train(dataclasses.replace(config, backend="torch"), mnist)
-    np.testing.assert_allclose(to_host(on_torch.model.weights), to_host(on_numpy.model.weights), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(to_host(on_torch.model.kernels), to_host(on_numpy.model.kernels), rtol=0, atol=1e-12)
-    assert on_torch.history == [dataclasses.replace(on_torch.history[0], seconds=r.seconds, images_per_second=r.images_per_second) for r in on_numpy.history]
+    for name in ("kernels", "weights"):
+        expected = to_host(getattr(on_numpy.model, name))
+        np.testing.assert_allclose(to_host(getattr(on_torch.model, name)), expected, rtol=0, atol=tolerance)
+    assert accuracies(on_torch) == accuracies(on_numpy)
 
 
 def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(mnist):
