@@ -5,6 +5,7 @@ Everything else receives an array namespace ``xp`` (array-api-compat) and stays 
 
 from __future__ import annotations
 
+import base64
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -184,6 +185,17 @@ class BookRandom:
         host = np.concatenate([self._state.randint(2, size=shape).ravel() for shape in shapes]).astype(bool)
         return _split(self._backend.xp, self._backend.asarray(host), shapes)
 
+    def state(self) -> dict:
+        """The stream's position as JSON-able values (numpy's MT19937 state): the same on every backend."""
+        _, keys, pos, has_gauss, cached_gaussian = self._state.get_state()
+        return {"kind": "book", "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+
+    def restore(self, state: dict) -> None:
+        """Continue the stream from a :meth:`state` (taken on any backend)."""
+        _expect_kind(state, "book")
+        keys = np.asarray(state["keys"], dtype=np.uint32)
+        self._state.set_state(("MT19937", keys, int(state["pos"]), int(state["has_gauss"]), float(state["cached_gaussian"])))
+
 
 class NativeRandom:
     """The backend's own generator, drawing on the device (numpy's, torch's or cupy's ``Generator``)."""
@@ -197,20 +209,55 @@ class NativeRandom:
             self._draw = lambda shape, dtype: torch.rand(
                 shape, generator=generator, dtype=backend.dtype(dtype), device=backend.device
             )
+            self._library = f"torch-{backend.device.type}"  # CPU and CUDA generators keep different states
         elif backend.name == "cupy":
             import cupy
 
             generator = cupy.random.default_rng(seed)
             self._draw = lambda shape, dtype: generator.random(shape, dtype=dtype)
+            self._library = "cupy"
         else:  # numpy and array-api-strict, whose device is the host
             generator = np.random.default_rng(seed)
             self._draw = lambda shape, dtype: backend.asarray(generator.random(shape, dtype=dtype))
+            self._library = "numpy"
+        self._generator = generator
 
     def uniform(self, shape, dtype: str):
         return self._draw(tuple(shape), dtype)
 
     def keep_masks(self, shapes, keep_prob: float):
         return (self._draw(tuple(shape), "float32") < keep_prob for shape in shapes)
+
+    def state(self) -> dict:
+        """The generator's state as JSON-able values; it restores only on the same library (and device type)."""
+        if self._library == "numpy":
+            saved = self._generator.bit_generator.state
+        elif self._library.startswith("torch"):
+            saved = base64.b64encode(self._generator.get_state().numpy().tobytes()).decode("ascii")
+        else:
+            saved = None  # cupy keeps its generator's state on the device, with no public way to read it
+        return {"kind": "native", "library": self._library, "state": saved}
+
+    def restore(self, state: dict) -> None:
+        _expect_kind(state, "native")
+        library = state.get("library")
+        if state.get("state") is None:
+            raise UserError(
+                f"the checkpoint's --rng native state ({library}) was not saved, as cupy does not expose it, so the run "
+                "cannot continue exactly; use --rng portable (the default) for runs you want to resume"
+            )
+        if library != self._library:
+            raise UserError(
+                f"the checkpoint's --rng native random state belongs to {library} and cannot continue on {self._library}; "
+                f"resume on the same library (a --rng portable run, the default, resumes on any backend)"
+            )
+        if library == "numpy":
+            self._generator.bit_generator.state = state["state"]
+        else:
+            import torch
+
+            saved = np.frombuffer(base64.b64decode(state["state"]), dtype=np.uint8).copy()
+            self._generator.set_state(torch.from_numpy(saved))
 
 
 def _split(xp, flat, shapes):
@@ -250,3 +297,19 @@ class PortableRandom:
                 backend.xp, shape, keep_prob, seed=self._seed, stream=0, step=self.step, device=backend.device
             )
             self.step += 1
+
+    def state(self) -> dict:
+        """Counters only (Philox keeps no other state): the run continues identically on any backend."""
+        return {"kind": "portable", "seed": self._seed, "step": self.step, "draws": self._draws}
+
+    def restore(self, state: dict) -> None:
+        _expect_kind(state, "portable")
+        if int(state["seed"]) != self._seed:
+            raise UserError(f"the checkpoint's random numbers come from seed {state['seed']}, not {self._seed}")
+        self.step, self._draws = int(state["step"]), int(state["draws"])
+
+
+def _expect_kind(state, kind: str) -> None:
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        found = state.get("kind") if isinstance(state, dict) else type(state).__name__
+        raise UserError(f"the checkpoint's random state is of kind '{found}', this run needs '{kind}'")

@@ -1,18 +1,26 @@
-"""The ``portable-cnn`` command line: ``train`` and ``info``.
+"""The ``portable-cnn`` command line: ``train``, ``evaluate``, ``predict``, ``plot`` and ``info``.
 
-Bad input ends in one line on stderr and exit status 2, never a traceback.
+Bad input ends in one line on stderr and exit status 2, never a traceback. ``train`` stops cleanly on
+the first Ctrl-C or SIGTERM (the batch finishes, a checkpoint is written, exit status 130) and ends
+with status 1 if training diverges; ``predict`` ends with status 1 if any file could not be read.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
+import pathlib
+import shlex
+import signal
 import sys
+import threading
 
-from . import __version__
-from .backends import BACKENDS, describe_backends
+from . import __version__, checkpoint
+from .backends import BACKENDS, describe_backends, get_backend, to_host
 from .errors import UserError
-from .trainer import DTYPES, RNGS, Config, train
+from .trainer import DTYPES, RNGS, Config, Diverged, Interrupted, config_from_checkpoint, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,27 +54,52 @@ def _positive_float(text: str) -> float:
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser):
+    # Flags default to None ("not given") and Config supplies the defaults, so that --resume can tell
+    # the flags given, which override the checkpoint's settings, from the ones left out.
     defaults = Config()
     recipe = parser.add_argument_group("recipe (the book's values by default)")
-    recipe.add_argument("--book", action="store_true", help="reproduce the notebook bit for bit, errata included")
-    recipe.add_argument("--epochs", type=_at_least(0), default=defaults.epochs)
-    recipe.add_argument("--batch-size", type=_at_least(1), default=defaults.batch_size)
-    recipe.add_argument("--alpha", type=_positive_float, default=defaults.alpha, help="learning rate")
-    recipe.add_argument("--kernels", type=_at_least(1), default=defaults.kernels, help="number of conv kernels")
-    recipe.add_argument("--kernel-size", type=_at_least(1), default=defaults.kernel_size, help="kernel side in pixels")
-    recipe.add_argument("--train-size", type=_at_least(1), default=defaults.train_size, help="first N training images")
-    recipe.add_argument("--test-size", type=_at_least(1), default=defaults.test_size, help="first N test images")
-    recipe.add_argument("--seed", type=_at_least(0), default=defaults.seed)
+    recipe.add_argument("--book", action="store_true", default=None, help="reproduce the notebook bit for bit, errata included")
+    recipe.add_argument("--epochs", type=_at_least(0), help=f"epochs in all, a resumed checkpoint's included (default {defaults.epochs})")
+    recipe.add_argument("--batch-size", type=_at_least(1), help=f"(default {defaults.batch_size})")
+    recipe.add_argument("--alpha", type=_positive_float, help=f"learning rate (default {defaults.alpha:g})")
+    recipe.add_argument("--kernels", type=_at_least(1), help=f"number of conv kernels (default {defaults.kernels})")
+    recipe.add_argument("--kernel-size", type=_at_least(1), help=f"kernel side in pixels (default {defaults.kernel_size})")
+    recipe.add_argument("--train-size", type=_at_least(1), help=f"first N training images (default {defaults.train_size})")
+    recipe.add_argument("--test-size", type=_at_least(1), help=f"first N test images (default {defaults.test_size})")
+    recipe.add_argument("--seed", type=_at_least(0), help=f"(default {defaults.seed})")
     recipe.add_argument("--dtype", choices=DTYPES, help="float32 by default, float64 with --book")
-    recipe.add_argument("--rng", choices=RNGS, default=defaults.rng, help="random numbers of the default recipe")
+    recipe.add_argument("--rng", choices=RNGS, help=f"random numbers of the default recipe (default {defaults.rng})")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
+    run.add_argument("--backend", choices=BACKENDS, help=f"(default {defaults.backend})")
     run.add_argument("--device", help="cpu, cuda or cuda:N (torch and cupy)")
     run.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
-    run.add_argument("--eval-batch-size", type=_at_least(1), default=defaults.eval_batch_size)
-    run.add_argument("--test-every", type=_at_least(1), default=defaults.test_every, help="evaluate every N epochs")
-    run.add_argument("--quiet", action="store_true", help="print nothing while training")
+    run.add_argument("--eval-batch-size", type=_at_least(1), help=f"(default {defaults.eval_batch_size})")
+    run.add_argument("--test-every", type=_at_least(1), help="evaluate every N epochs (default 1)")
+    run.add_argument("--quiet", action="store_true", default=None, help="print nothing while training")
+    run.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="a progress bar on stderr (default: when stderr is a terminal)",
+    )
+
+    keep = parser.add_argument_group("checkpoints and metrics")
+    keep.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) every --checkpoint-every epochs and at the end")
+    keep.add_argument(
+        "--resume", metavar="PATH",
+        help="continue the run saved in PATH with its recipe and settings (flags given here override the "
+        "settings; the recipe must match); it saves back to PATH unless --save is given",
+    )
+    keep.add_argument("--checkpoint-every", type=_at_least(1), metavar="N", help=f"(default {defaults.checkpoint_every})")
+    keep.add_argument("--metrics", metavar="PATH", help="one row per epoch: CSV if PATH ends in .csv, JSON lines if .jsonl")
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser):
+    parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="(default numpy)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (torch and cupy)")
+
+
+def _add_checkpoint_argument(parser: argparse.ArgumentParser, required: bool = True):
+    parser.add_argument("--checkpoint", metavar="PATH", required=required, help="a checkpoint written by train --save")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,17 +109,214 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser = commands.add_parser("train", help="train the network on MNIST and print one line per epoch")
     _add_train_arguments(train_parser)
     train_parser.set_defaults(run=_train)
+
+    evaluate_parser = commands.add_parser("evaluate", help="a checkpoint's test accuracy, per-class accuracy and confusion matrix")
+    _add_checkpoint_argument(evaluate_parser)
+    _add_backend_arguments(evaluate_parser)
+    evaluate_parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
+    evaluate_parser.add_argument("--test-size", type=_at_least(1), help="first N test images (default: all)")
+    evaluate_parser.add_argument("--eval-batch-size", type=_at_least(1), default=1000, help="(default 1000)")
+    evaluate_parser.add_argument("--plot", metavar="OUT.png", help="also draw the confusion matrix")
+    evaluate_parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    evaluate_parser.set_defaults(run=_evaluate)
+
+    predict_parser = commands.add_parser("predict", help="the digit in each picture (PNG, JPEG, ...) or .npy array")
+    _add_checkpoint_argument(predict_parser)
+    _add_backend_arguments(predict_parser)
+    predict_parser.add_argument("files", nargs="+", metavar="FILE", help="pictures of digits, or .npy arrays (28, 28) / (N, 28, 28)")
+    predict_parser.add_argument("--json", action="store_true", help="print the results as one JSON array")
+    predict_parser.set_defaults(run=_predict)
+
+    plot_parser = commands.add_parser("plot", help="draw kernels, feature maps or accuracy curves to a picture file")
+    pictures = plot_parser.add_subparsers(dest="picture", required=True, parser_class=_Parser)
+    kernels_parser = pictures.add_parser("kernels", help="the learned kernels (the chapter's edges and corners)")
+    _add_checkpoint_argument(kernels_parser)
+    kernels_parser.set_defaults(run=_plot_kernels)
+    maps_parser = pictures.add_parser("maps", help="a test digit and its feature maps")
+    _add_checkpoint_argument(maps_parser)
+    _add_backend_arguments(maps_parser)
+    digit = maps_parser.add_mutually_exclusive_group()
+    digit.add_argument("--index", type=_at_least(0), default=0, help="which test image (default 0)")
+    digit.add_argument("--image", metavar="FILE", help="a picture or .npy file instead of a test image")
+    maps_parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
+    maps_parser.set_defaults(run=_plot_maps)
+    curves_parser = pictures.add_parser("curves", help="train and test accuracy per epoch")
+    source = curves_parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--metrics", metavar="FILE", help="a .csv or .jsonl file written by train --metrics")
+    source.add_argument("--checkpoint", metavar="PATH", help="a checkpoint (its history)")
+    curves_parser.set_defaults(run=_plot_curves)
+    for picture in (kernels_parser, maps_parser, curves_parser):
+        picture.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the picture file (.png, .svg, .pdf)")
+
     info_parser = commands.add_parser("info", help="list the backends: installed or not, version, devices")
     info_parser.set_defaults(run=_info)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return Config(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Config)})
+    """The run's Config from every Config field's flag: the flags given, Config's defaults for the rest.
+
+    With --resume, the checkpoint's recipe and settings come first and the flags given override them.
+    """
+    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(Config)}
+    given = {name: value for name, value in given.items() if value is not None}
+    if given.get("resume"):
+        return config_from_checkpoint(checkpoint.load(given["resume"]), **given)
+    return Config(**given)
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """The first SIGINT or SIGTERM sets the event the trainer looks at between batches; a second acts at once."""
+    stop = threading.Event()
+    stop.signal_name = None
+    previous = {}
+
+    def handler(number, frame):
+        stop.signal_name = signal.Signals(number).name
+        stop.set()
+        signal.signal(number, previous[number])
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        action = signal.signal(number, handler)
+        previous[number] = signal.SIG_DFL if action is None else action
+    try:
+        yield stop
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action)
 
 
 def _train(args) -> int:
-    train(config_from_args(args))
+    config = config_from_args(args)
+    with _stop_on_signals() as stop:
+        try:
+            result = train(config, stop=stop)
+        except Interrupted as stopped:
+            why = stop.signal_name or "interrupted"
+            print(f"portable-cnn: {why}: {stopped}; resume with: portable-cnn train --resume {shlex.quote(stopped.path)}",
+                  file=sys.stderr)
+            return 130
+        except Diverged as error:
+            print(f"portable-cnn: error: {error}", file=sys.stderr)
+            return 1
+    if config.save and not config.quiet:
+        print(f"portable-cnn: saved {config.save} ({len(result.history)} epochs)", file=sys.stderr)
+    return 0
+
+
+def _load_model(args):
+    saved = checkpoint.load(args.checkpoint)
+    return saved, saved.to_model(get_backend(args.backend, args.device))
+
+
+def _evaluate(args) -> int:
+    from .datasets import load_mnist
+    from .evaluation import evaluate_model
+
+    saved, model = _load_model(args)
+    mnist = load_mnist(args.data_dir)
+    count = len(mnist.test_images) if args.test_size is None else args.test_size
+    if count > len(mnist.test_images):
+        raise UserError(f"--test-size {count} asks for more images than the data has ({len(mnist.test_images)} in {mnist.source})")
+    result = evaluate_model(model, mnist.test_images[:count], mnist.test_labels[:count], args.eval_batch_size)
+    if args.plot:
+        from . import plots
+
+        name = pathlib.Path(args.checkpoint).name
+        size = plots.confusion(result.confusion, args.plot, title=f"{name}: test accuracy {result.accuracy:.4f}")
+        print(f"wrote {args.plot} ({size[0]}x{size[1]} pixels)", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), **result.as_dict()}))
+    else:
+        print(saved.describe())
+        print(result.report())
+    return 0
+
+
+def _predict(args) -> int:
+    from .digits import read_file
+    from .evaluation import probabilities
+
+    saved, model = _load_model(args)
+    entries, batches = [], []
+    for name in args.files:
+        try:
+            digits, batch = read_file(name)
+        except UserError as error:
+            print(f"portable-cnn: {error}", file=sys.stderr)
+            entries.append({"file": name, "error": str(error)})
+            continue
+        entries.extend({"file": name, "index": i if batch else None} for i in range(digits.shape[0]))
+        batches.append(digits)
+    if batches:
+        import numpy as np
+
+        found = iter(probabilities(model, np.concatenate(batches)))
+        for entry in entries:
+            if "error" not in entry:
+                row = next(found)
+                entry.update(digit=int(row.argmax()), probability=float(row.max()), probabilities=[round(float(p), 6) for p in row])
+    if args.json:
+        print(json.dumps(entries, indent=1))
+    else:
+        for entry in entries:
+            if "error" not in entry:
+                where = entry["file"] + ("" if entry["index"] is None else f"[{entry['index']}]")
+                print(f"{where}: {entry['digit']} (probability {entry['probability']:.3f})")
+    return 1 if any("error" in entry for entry in entries) else 0
+
+
+def _plot_kernels(args) -> int:
+    from . import plots
+
+    saved = checkpoint.load(args.checkpoint)
+    size = plots.kernels(saved.kernels, saved.meta["model"]["kernel_size"], args.output,
+                         title=f"learned kernels after {saved.epoch} epochs ({saved.meta['recipe']['name']} recipe)")
+    return _wrote(args.output, size)
+
+
+def _plot_maps(args) -> int:
+    from . import plots
+    from .model import as_model_images
+
+    saved, model = _load_model(args)
+    if args.image:
+        from .digits import read_digits
+
+        image = read_digits(args.image)[0]
+        title = f"{pathlib.Path(args.image).name}"
+    else:
+        from .datasets import load_mnist
+
+        mnist = load_mnist(args.data_dir)
+        if args.index >= len(mnist.test_images):
+            raise UserError(f"--index {args.index} is past the last test image ({len(mnist.test_images) - 1})")
+        image = mnist.test_images[args.index] / 255.0
+        title = f"test image {args.index} (label {int(mnist.test_labels[args.index])})"
+    images = as_model_images(image[None, ...], model.weights)
+    side = model.positions
+    maps = to_host(model.feature_maps(images))[:, 0, :].reshape(-1, side, side)
+    predicted = int(to_host(model.predict(images))[0])
+    size = plots.feature_maps(image, maps, args.output, title=f"{title}: predicted {predicted}")
+    return _wrote(args.output, size)
+
+
+def _plot_curves(args) -> int:
+    from . import plots
+    from .metrics import read_metrics
+
+    if args.metrics:
+        rows, title = read_metrics(args.metrics), pathlib.Path(args.metrics).name
+    else:
+        saved = checkpoint.load(args.checkpoint)
+        rows, title = saved.history, pathlib.Path(args.checkpoint).name
+    size = plots.curves(rows, args.output, title=f"accuracy per epoch ({title})")
+    return _wrote(args.output, size)
+
+
+def _wrote(path, size) -> int:
+    print(f"wrote {path} ({size[0]}x{size[1]} pixels)")
     return 0
 
 
