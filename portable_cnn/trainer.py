@@ -30,7 +30,10 @@ class Config:
 
     epochs: int = 300
     batch_size: int = 128
-    alpha: float = 2.0
+    alpha: float = 2.0  # the dense layer's learning rate
+    kernel_alpha: float | None = None  # the kernels': alpha with --book, else alpha * batch_size
+    kernel_init: float | None = None  # kernels start U(-kernel_init, kernel_init): 0.01 with --book, else 1
+    weight_init: float | None = None  # dense weights start U(-weight_init, weight_init): 0.1 with --book, else 0.01
     kernels: int = 16
     kernel_size: int = 3
     train_size: int = 1000
@@ -63,8 +66,10 @@ class Config:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if output_side(self.kernel_size, self.book) < 1:
             raise UserError(f"--kernel-size {self.kernel_size} does not fit in a {IMAGE_SIDE}x{IMAGE_SIDE} image")
-        if not math.isfinite(self.alpha) or self.alpha <= 0:
-            raise UserError(f"--alpha must be a positive number, not {self.alpha}")
+        for name in ("alpha", "kernel_alpha", "kernel_init", "weight_init"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UserError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
         dtype = self.dtype or ("float64" if self.book else "float32")
         if dtype not in DTYPES:
             raise UserError(f"unknown --dtype '{dtype}'; choose one of: {', '.join(DTYPES)}")
@@ -78,7 +83,10 @@ class Config:
             checkpoint.check_writable(self.save)
         if self.metrics is not None:
             metrics.check_path(self.metrics)
-        return dataclasses.replace(self, dtype=dtype)
+        kernel_alpha = self.alpha if self.book else self.alpha * self.batch_size
+        recipe = {**(BOOK_RECIPE if self.book else DEFAULT_RECIPE), "kernel_alpha": kernel_alpha}
+        chosen = {name: value for name, value in recipe.items() if getattr(self, name) is None}
+        return dataclasses.replace(self, dtype=dtype, **chosen)
 
     def recipe(self) -> dict:
         """The fields that define the run (a resumed run must keep them), and the recipe's name."""
@@ -86,7 +94,7 @@ class Config:
 
 
 # What a run is: a resumed run must have the same values (epochs, evaluation and output may change).
-RECIPE_FIELDS = ("book", "dtype", "rng", "seed", "alpha", "batch_size", "kernels", "kernel_size", "train_size")
+RECIPE_FIELDS = ("book", "dtype", "rng", "seed", "alpha", "kernel_alpha", "kernel_init", "weight_init", "batch_size", "kernels", "kernel_size", "train_size")
 DEFAULT_INTERRUPT_PATH = "portable-cnn-interrupted.npz"
 
 
@@ -102,6 +110,11 @@ class Interrupted(Exception):
 
 class Diverged(UserError):
     """The loss or the parameters became NaN or infinite; the last good state was kept, never the bad one."""
+
+
+# What each recipe fills in where the config leaves a field unset (None).
+BOOK_RECIPE = {"kernel_init": 0.01, "weight_init": 0.1}
+DEFAULT_RECIPE = {"kernel_init": 1.0, "weight_init": 0.01}
 
 
 def output_side(kernel_size: int, book: bool) -> int:
@@ -166,10 +179,17 @@ def to_device(mnist, config: Config, backend) -> DeviceData:
 
 
 def init_model(config: Config, random) -> ConvNet:
-    """The book's initialisation: kernels ``0.02*U - 0.01``, then weights ``0.2*U - 0.1`` (in that draw order)."""
+    """Kernels ``U(-kernel_init, kernel_init)``, then weights ``U(-weight_init, weight_init)``, in the book's order.
+
+    Computed as the notebook does, ``2h * U - h`` (``0.02 * U - 0.01`` for the book's kernels).
+    """
     side = output_side(config.kernel_size, config.book)
-    kernels = 0.02 * random.uniform((config.kernel_size**2, config.kernels), config.dtype) - 0.01
-    weights = 0.2 * random.uniform((side * side * config.kernels, NUM_CLASSES), config.dtype) - 0.1
+
+    def symmetric(shape, half_width):
+        return 2 * half_width * random.uniform(shape, config.dtype) - half_width
+
+    kernels = symmetric((config.kernel_size**2, config.kernels), config.kernel_init)
+    weights = symmetric((side * side * config.kernels, NUM_CLASSES), config.weight_init)
     return ConvNet(kernels, weights, config.kernel_size, side)
 
 
@@ -455,6 +475,7 @@ def run_epoch(model, data: DeviceData, config: Config, random, spans, epoch: int
             targets,
             keep_mask,
             alpha=config.alpha,
+            kernel_alpha=config.kernel_alpha,
             normaliser=config.batch_size * (stop - start),
             book=config.book,
         )
