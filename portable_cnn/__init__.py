@@ -7,7 +7,9 @@ from .backends import Backend, get_backend  # noqa: E402
 from .datasets import Mnist, load_mnist  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .model import ConvNet  # noqa: E402
-from .trainer import Config, EpochRecord, TrainResult, train  # noqa: E402
+from .config import Config  # noqa: E402
+from .metrics import EpochRecord  # noqa: E402
+from .trainer import TrainResult, train  # noqa: E402
 
 __all__ = [
     "Backend",

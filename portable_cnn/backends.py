@@ -60,6 +60,14 @@ class Backend:
         return getattr(self.xp, name)
 
 
+def float_warnings_off():
+    """A context in which numpy's overflow and invalid-value warnings stay silent.
+
+    A diverging run would warn on every batch; the trainer reports divergence once, in one line.
+    """
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
 def to_host(array) -> np.ndarray:
     """A numpy copy of ``array`` from numpy, cupy, torch or array-api-strict (for saving and printing)."""
     if isinstance(array, np.ndarray):

@@ -20,7 +20,9 @@ import threading
 from . import __version__, checkpoint
 from .backends import BACKENDS, describe_backends, get_backend, to_host
 from .errors import UserError
-from .trainer import DTYPES, RNGS, Config, Diverged, Interrupted, config_from_checkpoint, train
+from .config import DTYPES, RNGS, Config
+from .runs import Diverged, Interrupted, config_from_checkpoint
+from .trainer import train
 
 
 class _Parser(argparse.ArgumentParser):

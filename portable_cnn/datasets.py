@@ -252,3 +252,11 @@ def _reason(error) -> str:
     """A one-line description of an exception (a plain URLError wraps the real cause in `.reason`)."""
     cause = error.reason if type(error) is urllib.error.URLError else error
     return " ".join(str(cause).split()) or type(error).__name__
+
+
+def fingerprint(mnist, train_size: int) -> dict:
+    """Where the training images came from and the SHA-256 of the ones a run uses (stored in checkpoints)."""
+    digest = hashlib.sha256()
+    for array in (mnist.train_images[:train_size], mnist.train_labels[:train_size]):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return {"source": str(getattr(mnist, "source", "")), "train_sha256": digest.hexdigest()}

@@ -13,11 +13,28 @@ import os
 import pathlib
 import shutil
 import tempfile
+from dataclasses import dataclass
 
 from .errors import UserError
 
 COLUMNS = ("epoch", "train_acc", "test_acc", "loss", "seconds", "images_per_second")
 FORMATS = (".csv", ".jsonl")
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch measured; ``test_acc`` is None for epochs that were not evaluated."""
+
+    epoch: int
+    train_acc: float
+    test_acc: float | None
+    loss: float
+    seconds: float
+    images_per_second: float
+
+    def line(self) -> str:
+        """The notebook's progress line, formatted exactly as the notebook formats it."""
+        return f"I:{self.epoch} Test-Acc:{self.test_acc} Train-Acc:{self.train_acc}"
 
 
 def check_path(path) -> None:

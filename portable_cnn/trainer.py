@@ -1,142 +1,24 @@
-"""Epochs and batches: both recipes (``--book`` and the corrected default), metrics and progress."""
+"""Epochs and batches: both recipes (``--book`` and the corrected default), progress and evaluation."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import math
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 from tqdm import tqdm
 
 from . import checkpoint, metrics, ops
-from .backends import BookRandom, NativeRandom, PortableRandom, get_backend
+from .backends import BookRandom, NativeRandom, PortableRandom, float_warnings_off, get_backend
+from .config import Config, output_side
+from .datasets import fingerprint, load_mnist
 from .errors import UserError
-from .model import IMAGE_SIDE, KEEP_PROB, NUM_CLASSES, ConvNet
-
-DTYPES = ("float32", "float64")
-RNGS = ("portable", "native")
-
-
-@dataclass
-class Config:
-    """Everything a run depends on; the fields mirror the command-line flags (book values by default)."""
-
-    epochs: int = 300
-    batch_size: int = 128
-    alpha: float = 2.0  # the dense layer's learning rate
-    kernel_alpha: float | None = None  # the kernels': alpha with --book, else alpha * batch_size
-    kernel_init: float | None = None  # kernels start U(-kernel_init, kernel_init): 0.01 with --book, else 1
-    weight_init: float | None = None  # dense weights start U(-weight_init, weight_init): 0.1 with --book, else 0.01
-    kernels: int = 16
-    kernel_size: int = 3
-    train_size: int = 1000
-    test_size: int = 10000
-    seed: int = 1
-    eval_batch_size: int = 1000
-    dtype: str | None = None  # float32, or float64 with --book
-    test_every: int = 1
-    quiet: bool = False
-    book: bool = False
-    backend: str = "numpy"
-    device: str | None = None
-    data_dir: str | None = None
-    rng: str = "portable"  # the default recipe's random numbers; --book always uses numpy's legacy stream
-    save: str | None = None  # checkpoint file, written every checkpoint_every epochs and at the end
-    resume: str | None = None  # checkpoint to continue from; its recipe (RECIPE_FIELDS) must match this one
-    checkpoint_every: int = 10
-    metrics: str | None = None  # one row per epoch, .csv or .jsonl
-    progress: bool | None = None  # progress bar on stderr; None: when stderr is a terminal and not quiet
-
-    def validated(self) -> Config:
-        """A copy with defaults filled in; raises UserError naming the first impossible value."""
-        positive = (
-            "batch_size", "kernels", "kernel_size", "train_size", "test_size", "eval_batch_size", "test_every", "checkpoint_every"
-        )
-        if self.epochs < 0:
-            raise UserError(f"--epochs must be 0 or more, not {self.epochs}")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if output_side(self.kernel_size, self.book) < 1:
-            raise UserError(f"--kernel-size {self.kernel_size} does not fit in a {IMAGE_SIDE}x{IMAGE_SIDE} image")
-        for name in ("alpha", "kernel_alpha", "kernel_init", "weight_init"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise UserError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
-        dtype = self.dtype or ("float64" if self.book else "float32")
-        if dtype not in DTYPES:
-            raise UserError(f"unknown --dtype '{dtype}'; choose one of: {', '.join(DTYPES)}")
-        if self.book and dtype != "float64":
-            raise UserError("--book reproduces the notebook in float64; drop --dtype or use --dtype float64")
-        if self.book and self.batch_size > self.train_size:
-            raise UserError("--book drops the last partial batch, so --batch-size must not exceed --train-size")
-        if self.rng not in RNGS:
-            raise UserError(f"unknown --rng '{self.rng}'; choose one of: {', '.join(RNGS)}")
-        if self.save is not None:
-            checkpoint.check_writable(self.save)
-        if self.metrics is not None:
-            metrics.check_path(self.metrics)
-        kernel_alpha = self.alpha if self.book else self.alpha * self.batch_size
-        recipe = {**(BOOK_RECIPE if self.book else DEFAULT_RECIPE), "kernel_alpha": kernel_alpha}
-        chosen = {name: value for name, value in recipe.items() if getattr(self, name) is None}
-        return dataclasses.replace(self, dtype=dtype, **chosen)
-
-    def recipe(self) -> dict:
-        """The fields that define the run (a resumed run must keep them), and the recipe's name."""
-        return {"name": "book" if self.book else "default", **{name: getattr(self, name) for name in RECIPE_FIELDS}}
-
-
-# What a run is: a resumed run must have the same values (epochs, evaluation and output may change).
-RECIPE_FIELDS = ("book", "dtype", "rng", "seed", "alpha", "kernel_alpha", "kernel_init", "weight_init", "batch_size", "kernels", "kernel_size", "train_size")
-DEFAULT_INTERRUPT_PATH = "portable-cnn-interrupted.npz"
-
-
-class Interrupted(Exception):
-    """Training stopped on request after a batch (Ctrl-C, SIGTERM, ``stop``); the run was saved to ``path``."""
-
-    def __init__(self, path: str, epoch: int, batch: int, batches: int, defaulted: bool):
-        self.path, self.epoch, self.batch, self.batches, self.defaulted = path, epoch, batch, batches, defaulted
-        where = f"epoch {epoch}" + (f", batch {batch} of {batches}" if batch else "")
-        note = " (no --save was given)" if defaulted else ""
-        super().__init__(f"stopped at {where}; saved {path}{note}")
-
-
-class Diverged(UserError):
-    """The loss or the parameters became NaN or infinite; the last good state was kept, never the bad one."""
-
-
-# What each recipe fills in where the config leaves a field unset (None).
-BOOK_RECIPE = {"kernel_init": 0.01, "weight_init": 0.1}
-DEFAULT_RECIPE = {"kernel_init": 1.0, "weight_init": 0.01}
-
-
-def output_side(kernel_size: int, book: bool) -> int:
-    """Positions per side of a valid convolution; the notebook's ``range(28 - 3)`` visits one fewer."""
-    return IMAGE_SIDE - kernel_size + (0 if book else 1)
-
-
-@dataclass
-class EpochRecord:
-    """What one epoch measured; ``test_acc`` is None for epochs that were not evaluated."""
-
-    epoch: int
-    train_acc: float
-    test_acc: float | None
-    loss: float
-    seconds: float
-    images_per_second: float
-
-    def line(self) -> str:
-        """The notebook's progress line, formatted exactly as the notebook formats it."""
-        return f"I:{self.epoch} Test-Acc:{self.test_acc} Train-Acc:{self.train_acc}"
-
+from .metrics import EpochRecord
+from .model import KEEP_PROB, NUM_CLASSES, ConvNet
+from .runs import Position, Saver, check_resumable, divergence
 
 class TrainResult(NamedTuple):
     model: ConvNet
@@ -215,20 +97,6 @@ def make_random(config: Config, backend):
     return (PortableRandom if config.rng == "portable" else NativeRandom)(backend, config.seed)
 
 
-@dataclass
-class Position:
-    """Where a run stands: ``epoch`` epochs done and ``batch`` batches of the next, with that epoch's counts so far."""
-
-    epoch: int
-    batch: int = 0
-    correct: int = 0
-    loss: float = 0.0
-    seconds: float = 0.0
-
-    def partial(self) -> dict | None:
-        return {"correct": self.correct, "loss": self.loss, "seconds": self.seconds} if self.batch else None
-
-
 def train(
     config: Config,
     data=None,
@@ -256,12 +124,10 @@ def train(
         check_resumable(config, resumed)
     backend = get_backend(config.backend, config.device)
     if data is None:
-        from .datasets import load_mnist
-
         data = load_mnist(config.data_dir)
     device_data = to_device(data, config, backend)
     spans = batches(config, device_data.train_size)
-    saver = _Saver(config, backend, data_fingerprint(data, config.train_size))
+    saver = Saver(config, backend, fingerprint(data, config.train_size))
     random = make_random(config, backend)
     if resumed is None:
         model, history, position = init_model(config, random), [], Position(0)
@@ -281,7 +147,7 @@ def train(
     last_saved = None  # the epoch of the last checkpoint this run wrote to config.save
     try:
         # numpy's overflow warnings would repeat on every batch of a diverging run; divergence() reports it once
-        with progress, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with progress, float_warnings_off():
             for epoch in range(position.epoch, config.epochs):
                 start = position if epoch == position.epoch else Position(epoch)
                 good = (model.kernels, model.weights, random.state(), start, len(history))
@@ -319,129 +185,6 @@ def show_progress(config: Config) -> bool:
     if config.progress is not None:
         return config.progress
     return not config.quiet and sys.stderr.isatty()
-
-
-def divergence(record: EpochRecord, model: ConvNet) -> str | None:
-    """What went non-finite in an epoch, or None: the loss (already on the host), then the parameters.
-
-    Called once per epoch; the parameter check is one device reduction read as one host boolean.
-    """
-    if not math.isfinite(record.loss):
-        return f"the loss became {record.loss}"
-    xp = array_namespace(model.weights)
-    if not bool(xp.all(xp.isfinite(model.kernels)) & xp.all(xp.isfinite(model.weights))):
-        return "the weights became NaN or infinite"
-    return None
-
-
-def check_resumable(config: Config, saved: checkpoint.Checkpoint) -> None:
-    """Refuse to resume a checkpoint with another recipe (naming the field) or with no epochs left."""
-    recipe = saved.meta["recipe"]
-    for name in RECIPE_FIELDS:
-        if name in recipe and recipe[name] != getattr(config, name):
-            raise UserError(
-                f"the checkpoint {saved.path} was trained with {_flag(name, recipe[name])}, but this run has "
-                f"{_flag(name, getattr(config, name))}; a resumed run keeps its checkpoint's {name.replace('_', '-')}"
-            )
-    if config.epochs <= saved.epoch:
-        raise UserError(
-            f"the checkpoint {saved.path} has {saved.epoch} epochs done and --epochs is {config.epochs}; "
-            f"--epochs counts all epochs, so ask for more than {saved.epoch}"
-        )
-
-
-def _flag(name: str, value) -> str:
-    if isinstance(value, bool):
-        return f"--{name}" if value else f"no --{name}"
-    return f"--{name.replace('_', '-')} {value}"
-
-
-def config_from_checkpoint(saved: checkpoint.Checkpoint, **changes) -> Config:
-    """The Config to resume ``saved``: its recipe and run settings, ``resume`` set to its path, then ``changes``.
-
-    Display settings (quiet, progress) are not inherited; ``save`` defaults to the checkpoint's own path.
-    """
-    known = {field.name for field in dataclasses.fields(Config)} - {"quiet", "progress", "resume", "save"}
-    base = {name: value for name, value in saved.config.items() if name in known}
-    try:
-        config = Config(**{**base, "resume": saved.path, "save": saved.path})
-    except TypeError as error:
-        raise UserError(f"the checkpoint {saved.path} is corrupt: its config is not valid ({error})") from None
-    return dataclasses.replace(config, **changes)
-
-
-def data_fingerprint(mnist, train_size: int) -> dict:
-    """Where the training images came from and the SHA-256 of the ones a run uses (stored in checkpoints)."""
-    digest = hashlib.sha256()
-    for array in (mnist.train_images[:train_size], mnist.train_labels[:train_size]):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return {"source": str(getattr(mnist, "source", "")), "train_sha256": digest.hexdigest()}
-
-
-class _Saver:
-    """Writes this run's checkpoints and restores a saved one: the link between the trainer and its files."""
-
-    def __init__(self, config: Config, backend, data: dict):
-        self.config, self.backend, self.data = config, backend, data
-
-    def write(self, path, model: ConvNet, rng: dict, position: Position, history: list[EpochRecord]):
-        meta = checkpoint.metadata(
-            config=dataclasses.asdict(self.config),
-            recipe=self.config.recipe(),
-            model=model,
-            dtype=self.config.dtype,
-            epoch=position.epoch,
-            batch=position.batch,
-            partial=position.partial(),
-            rng=rng,
-            history=[dataclasses.asdict(record) for record in history],
-            data=self.data,
-            backend={"name": self.backend.name, "device": str(self.backend.device)},
-        )
-        kernels, weights = self.backend.to_host(model.kernels), self.backend.to_host(model.weights)
-        return checkpoint.save(path, checkpoint.Checkpoint(kernels, weights, meta))
-
-    def restore(self, saved: checkpoint.Checkpoint, random, num_batches: int):
-        """The model, history and position of a checkpoint, with ``random`` set to continue its stream."""
-        wanted = saved.meta.get("data", {}).get("train_sha256")
-        if wanted is not None and wanted != self.data["train_sha256"]:
-            raise UserError(
-                f"the training images differ from those the checkpoint {saved.path} was trained on "
-                f"({saved.meta['data'].get('source')}); resume with the same data (--data-dir)"
-            )
-        try:
-            random.restore(saved.rng)
-            history = [EpochRecord(**{field.name: row[field.name] for field in dataclasses.fields(EpochRecord)}) for row in saved.history]
-            partial = saved.meta.get("partial") or {}
-            position = Position(saved.epoch, saved.batch, int(partial.get("correct", 0)), float(partial.get("loss", 0.0)),
-                                float(partial.get("seconds", 0.0)))
-        except UserError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise UserError(f"the checkpoint {saved.path} is corrupt: its training state cannot be read ({error})") from None
-        if not 0 <= position.batch < num_batches or len(history) != position.epoch:
-            raise UserError(f"the checkpoint {saved.path} is corrupt: it stops at batch {position.batch} of epoch {position.epoch}, "
-                            f"with {len(history)} epochs of history")
-        return saved.to_model(self.backend), history, position
-
-    def interrupted(self, model, rng, position: Position, history, num_batches: int, last_saved=None) -> Interrupted:
-        path = self.config.save or DEFAULT_INTERRUPT_PATH
-        if not (path == self.config.save and position.batch == 0 and last_saved == position.epoch):
-            self.write(path, model, rng, position, history)
-        return Interrupted(str(path), position.epoch, position.batch, num_batches, defaulted=self.config.save is None)
-
-    def diverged(self, problem: str, epoch: int, model, good, history, last_saved) -> Diverged:
-        kernels, weights, rng, position, count = good
-        advice = " (try a smaller --alpha)"
-        if not self.config.save:
-            return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; nothing was saved (no --save)")
-        if count == 0 and position.batch == 0:
-            return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; no epoch had finished, so nothing was saved")
-        if last_saved != position.epoch or position.batch:
-            good_model = dataclasses.replace(model, kernels=kernels, weights=weights)
-            self.write(self.config.save, good_model, rng, position, history[:count])
-        done = f"{position.epoch} epoch{'' if position.epoch == 1 else 's'}" + (f" and {position.batch} batches" if position.batch else "")
-        return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; {self.config.save} keeps the last good state ({done})")
 
 
 def run_epoch(model, data: DeviceData, config: Config, random, spans, epoch: int, progress, *, start=None, stop=None):

@@ -12,7 +12,8 @@ import pytest
 from portable_cnn import Config, UserError, checkpoint, get_backend, train
 from portable_cnn.backends import BookRandom, NativeRandom, PortableRandom, to_host
 from portable_cnn.metrics import read_metrics
-from portable_cnn.trainer import Diverged, Interrupted, show_progress
+from portable_cnn.runs import Diverged, Interrupted
+from portable_cnn.trainer import show_progress
 
 from .conftest import backend_or_skip
 
