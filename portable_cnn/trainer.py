@@ -9,9 +9,8 @@ from typing import Callable, NamedTuple
 
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
-from tqdm import tqdm
 
-from . import checkpoint, metrics, ops
+from . import checkpoint, metrics, ops, progress
 from .backends import BookRandom, NativeRandom, PortableRandom, float_warnings_off, get_backend
 from .config import Config, output_side
 from .datasets import fingerprint, load_mnist
@@ -135,23 +134,17 @@ def train(
         model, history, position = saver.restore(resumed, random, len(spans))
 
     per_epoch = spans[-1][1] if spans else 0
-    progress = tqdm(
-        total=(config.epochs - position.epoch) * per_epoch - (spans[position.batch][0] if spans else 0),
-        unit="img",
-        unit_scale=True,
-        file=sys.stderr,
-        disable=not show_progress(config),
-        dynamic_ncols=True,
-    )
+    images_left = (config.epochs - position.epoch) * per_epoch - (spans[position.batch][0] if spans else 0)
+    bar = progress.bar(images_left, show_progress(config))
     writer = metrics.MetricsWriter(config.metrics, keep_before=position.epoch if resumed else None) if config.metrics else None
     last_saved = None  # the epoch of the last checkpoint this run wrote to config.save
     try:
         # numpy's overflow warnings would repeat on every batch of a diverging run; divergence() reports it once
-        with progress, float_warnings_off():
+        with bar, float_warnings_off():
             for epoch in range(position.epoch, config.epochs):
                 start = position if epoch == position.epoch else Position(epoch)
                 good = (model.kernels, model.weights, random.state(), start, len(history))
-                outcome = run_epoch(model, device_data, config, random, spans, epoch, progress, start=start, stop=stop)
+                outcome = run_epoch(model, device_data, config, random, spans, epoch, bar, start=start, stop=stop)
                 if isinstance(outcome, Position):  # stopped before a batch
                     raise saver.interrupted(model, good[2], outcome, history, len(spans))
                 record = outcome
@@ -160,8 +153,7 @@ def train(
                     raise saver.diverged(problem, epoch, model, good, history, last_saved)
                 history.append(record)
                 if record.test_acc is not None and not config.quiet:
-                    tqdm.write(record.line(), file=sys.stdout)
-                    sys.stdout.flush()
+                    progress.print_line(record.line())
                 if writer is not None:
                     writer.write(record)
                 if on_epoch is not None:
@@ -187,7 +179,7 @@ def show_progress(config: Config) -> bool:
     return not config.quiet and sys.stderr.isatty()
 
 
-def run_epoch(model, data: DeviceData, config: Config, random, spans, epoch: int, progress, *, start=None, stop=None):
+def run_epoch(model, data: DeviceData, config: Config, random, spans, epoch: int, bar, *, start=None, stop=None):
     """Train one pass over ``spans`` and evaluate if due; host scalars are read once, at the end.
 
     ``start`` continues an epoch part-way (a :class:`Position` with ``batch > 0``): the epoch's masks are
@@ -224,7 +216,7 @@ def run_epoch(model, data: DeviceData, config: Config, random, spans, epoch: int
         )
         correct = correct + ops.count_correct(probabilities, data.train_labels[start:stop, ...])
         loss = loss + ops.cross_entropy_sum(probabilities, targets)
-        progress.update(stop - start)
+        bar.update(stop - start)
 
     evaluated = epoch % config.test_every == 0 or epoch + 1 == config.epochs
     test_correct = evaluate(model, data.test_images, data.test_labels, config.eval_batch_size) if evaluated else None
@@ -233,5 +225,5 @@ def run_epoch(model, data: DeviceData, config: Config, random, spans, epoch: int
     test_acc = int(test_correct) / float(data.test_images.shape[0]) if evaluated else None
     seconds = earlier + time.perf_counter() - started
     if evaluated:
-        progress.set_postfix_str(f"epoch {epoch} test {test_acc:.4f}", refresh=False)
+        bar.set_postfix_str(f"epoch {epoch} test {test_acc:.4f}", refresh=False)
     return EpochRecord(epoch, train_acc, test_acc, float(loss) / max(trained, 1), seconds, trained / seconds if seconds > 0 else 0.0)
