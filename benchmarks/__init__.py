@@ -1,0 +1,1 @@
+"""Benchmarks of portable-cnn against the notebook and PyTorch (``python benchmarks/run.py``)."""

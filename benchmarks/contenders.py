@@ -1,0 +1,128 @@
+"""The contenders, each built ready to time: data on its device, model initialised.
+
+Every contender exposes the same two calls, ``train_epoch()`` (1000 images in batches of 128)
+and ``evaluate()`` (all 10000 test images), plus ``sync()`` for honest timers on a GPU.
+portable-cnn is driven through its library API (``portable_cnn.trainer``), as a user would.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable
+
+from tqdm import tqdm
+
+from portable_cnn.backends import get_backend
+from portable_cnn.trainer import Config, batches, evaluate, init_model, make_random, output_side, run_epoch, to_device
+
+from . import flops
+
+@dataclass
+class Contender:
+    key: str
+    label: str
+    dtype: str
+    images_trained: int  # per epoch (the book drops the last partial batch)
+    images_tested: int
+    train_flops: int  # per epoch
+    eval_flops: int
+    train_epoch: Callable[[], object]
+    evaluate: Callable[[], object]
+    sync: Callable[[], None]
+
+
+def _no_sync():
+    pass
+
+
+def notebook(mnist, key: str, label: str, **overrides) -> Contender:
+    """The seed notebook's own code (benchmarks/reference/notebook_cnn.py)."""
+    if overrides:
+        raise ValueError(f"the notebook's code has fixed settings; cannot change {sorted(overrides)}")
+    from .reference.notebook_cnn import Notebook
+
+    book = Notebook(mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels)
+    positions = book.input_rows - book.kernel_rows
+    trained = len(book.images) // book.batch_size * book.batch_size
+    tested = len(book.test_images)
+    return Contender(
+        key, label, "float64", trained, tested,
+        trained * flops.train_flops_per_image(positions), tested * flops.eval_flops_per_image(positions),
+        book.train_epoch, book.evaluate, _no_sync,
+    )
+
+
+def portable(mnist, key: str, label: str, **settings) -> Contender:
+    """portable-cnn through its library API; ``settings`` are :class:`~portable_cnn.trainer.Config` fields."""
+    # Never the last epoch and never due for a test: run_epoch then trains only, and evaluate() is timed apart.
+    config = Config(epochs=2**62, test_every=2**62, quiet=True, **settings).validated()
+    backend = get_backend(config.backend, config.device)
+    data = to_device(mnist, config, backend)
+    random = make_random(config, backend)
+    model = init_model(config, random)
+    spans = batches(config, data.train_size)
+    epochs = itertools.count(1)
+    progress = tqdm(disable=True)
+    positions = output_side(config.kernel_size, config.book)
+    trained, tested = spans[-1][1], data.test_images.shape[0]
+
+    def train_epoch():
+        return run_epoch(model, data, config, random, spans, next(epochs), progress)
+
+    def test():
+        return int(evaluate(model, data.test_images, data.test_labels, config.eval_batch_size))
+
+    return Contender(
+        key, label, config.dtype, trained, tested,
+        trained * flops.train_flops_per_image(positions, config.kernel_size, config.kernels),
+        tested * flops.eval_flops_per_image(positions, config.kernel_size, config.kernels),
+        train_epoch, test, backend.sync,
+    )
+
+
+def pytorch(mnist, key: str, label: str, device: str = "cpu", **settings) -> Contender:
+    """The idiomatic PyTorch peer (benchmarks/torch_peer.py) on portable-cnn's default recipe and ``settings``."""
+    from .torch_peer import TorchPeer
+
+    peer = TorchPeer(mnist, device=device, **settings)
+    recipe = Config(**settings)
+    positions = output_side(recipe.kernel_size, book=False)
+    trained, tested = peer.train_images.shape[0], peer.test_images.shape[0]
+    return Contender(
+        key, label, "float32", trained, tested,
+        trained * flops.train_flops_per_image(positions, recipe.kernel_size, recipe.kernels),
+        tested * flops.eval_flops_per_image(positions, recipe.kernel_size, recipe.kernels),
+        peer.train_epoch, peer.evaluate, peer.sync,
+    )
+
+
+@dataclass(frozen=True)
+class Spec:
+    label: str
+    factory: Callable[..., Contender]
+    settings: dict
+
+
+# The table's rows, in its order.
+CONTENDERS = {
+    "notebook": Spec("notebook (seed code) float64", notebook, {}),
+    "numpy-f32": Spec("portable-cnn numpy float32", portable, {}),
+    "numpy-f64": Spec("portable-cnn numpy float64", portable, {"dtype": "float64"}),
+    "numpy-book": Spec("portable-cnn numpy --book", portable, {"book": True}),
+    "torch-f32": Spec("portable-cnn torch CPU float32", portable, {"backend": "torch", "device": "cpu"}),
+    "strict-f32": Spec("portable-cnn array-api-strict float32", portable, {"backend": "array-api-strict"}),
+    "pytorch": Spec("PyTorch idiomatic CPU float32", pytorch, {"device": "cpu"}),
+    "cupy-f32": Spec("portable-cnn cupy float32", portable, {"backend": "cupy"}),
+    "cupy-book": Spec("portable-cnn cupy --book", portable, {"backend": "cupy", "book": True}),
+    "torch-cuda-f32": Spec("portable-cnn torch CUDA float32", portable, {"backend": "torch", "device": "cuda"}),
+    "pytorch-cuda": Spec("PyTorch idiomatic CUDA float32", pytorch, {"device": "cuda"}),
+}
+CPU_KEYS = ("notebook", "numpy-f32", "numpy-f64", "numpy-book", "torch-f32", "strict-f32", "pytorch")
+GPU_KEYS = ("cupy-f32", "cupy-book", "torch-cuda-f32", "pytorch-cuda")
+
+
+def build(key: str, mnist, **overrides) -> Contender:
+    """The contender ``key`` of :data:`CONTENDERS`; ``overrides`` are Config fields (batch_size, kernels, ...)."""
+    spec = CONTENDERS[key]
+    return spec.factory(mnist, key, spec.label, **spec.settings, **overrides)

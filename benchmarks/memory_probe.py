@@ -1,0 +1,101 @@
+"""Peak memory of one training epoch and one evaluation of a contender, in a fresh process.
+
+    python benchmarks/memory_probe.py KEY [--set NAME=VALUE ...] [--data-dir DIR]
+
+Prints one JSON object. Method: after a warm-up epoch (so one-time buffers of BLAS, oneDNN and
+friends are not counted), the kernel's peak-RSS mark is reset (``/proc/self/clear_refs``) and
+the phase's peak is read back from ``VmHWM``: resident memory the phase added at its peak,
+whatever library allocated it. ``MALLOC_MMAP_THRESHOLD_`` is pinned (see :func:`probe_command`)
+so that glibc returns large freed blocks to the system at once and the reset starts from live
+memory only. For NumPy-based contenders ``tracemalloc`` gives a second, exact count of array
+buffers (NumPy reports its allocations to it); PyTorch does not, so it has RSS only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MIB = 2**20
+TRACEMALLOC_SEES = ("notebook", "numpy", "strict")  # contender keys whose arrays are numpy buffers
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.M).group(1))
+
+
+def _reset_peak():
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def peak_of(fn, trace: bool) -> dict:
+    """MiB of resident memory ``fn`` added at its peak, and (if ``trace``) tracemalloc's peak."""
+    _reset_peak()
+    before = _status_kib("VmRSS")
+    if trace:
+        tracemalloc.start()
+    fn()
+    result = {"rss_mib": (_status_kib("VmHWM") - before) / 1024}
+    if trace:
+        result["tracemalloc_mib"] = tracemalloc.get_traced_memory()[1] / MIB
+        tracemalloc.stop()
+    return result
+
+
+def measure(contender) -> dict:
+    trace = contender.key.startswith(TRACEMALLOC_SEES)
+    contender.train_epoch()
+    contender.evaluate()
+    return {"train": peak_of(contender.train_epoch, trace), "eval": peak_of(contender.evaluate, trace)}
+
+
+def probe_command(key: str, overrides: dict, data_dir: str | None) -> tuple[list[str], dict]:
+    """The command line and environment that measure ``key`` in a fresh process."""
+    command = [sys.executable, str(Path(__file__).resolve()), key]
+    for name, value in overrides.items():
+        command += ["--set", f"{name}={value}"]
+    if data_dir:
+        command += ["--data-dir", data_dir]
+    return command, dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(128 * 1024))
+
+
+def probe(key: str, overrides: dict | None = None, data_dir: str | None = None) -> dict:
+    """Run the probe in a fresh process and return its figures (or ``{"error": ...}``)."""
+    command, environment = probe_command(key, overrides or {}, data_dir)
+    done = subprocess.run(command, env=environment, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(done.stdout)
+
+
+def _setting(text: str) -> tuple[str, int]:
+    name, _, value = text.partition("=")
+    return name, int(value)
+
+
+def main(argv=None):
+    from benchmarks.contenders import CONTENDERS, build
+    from portable_cnn import load_mnist
+
+    parser = argparse.ArgumentParser(description="Peak memory of one epoch of a contender, in this (fresh) process.")
+    parser.add_argument("key", choices=sorted(CONTENDERS))
+    parser.add_argument("--set", type=_setting, action="append", default=[], metavar="NAME=VALUE", help="a sweep setting")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args(argv)
+    contender = build(args.key, load_mnist(args.data_dir), **dict(args.set))
+    print(json.dumps(measure(contender)))
+
+
+if __name__ == "__main__":
+    main()

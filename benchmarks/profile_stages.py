@@ -1,0 +1,147 @@
+"""Where the time goes: one training batch and one evaluation batch, stage by stage, against their floors.
+
+Each stage is one step of ``ConvNet.sgd_step`` / ``ConvNet.logits`` run with the package's own ops
+on numpy float32, timed on its own (interleaved with the other stages, warm-up dropped). Its floor
+is the larger of two lower bounds: the bytes it must read and write (every input read once, every
+output written once) over the measured copy bandwidth, and its FLOPs over the measured GEMM peak.
+``× floor`` says how far a stage is from what the hardware allows; the biggest ``ms - floor`` is the
+next optimisation. The whole step is also timed as one call, to show what the stages leave out
+(Python overhead, allocation, cache effects between stages).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from array_api_compat import numpy as xp
+
+from portable_cnn import ops
+from portable_cnn.backends import PortableRandom, get_backend
+from portable_cnn.model import KEEP_PROB, NUM_CLASSES, ConvNet
+from portable_cnn.trainer import Config
+
+from .timing import interleaved, summary, timed
+
+SIDE, KERNEL_SIZE = 28, 3
+
+
+def _stage(name, fn, reads, writes, flops=0):
+    """A stage: a call, the arrays it must read and write (for its traffic floor) and its FLOPs."""
+    return {"stage": name, "fn": fn, "bytes": sum(a.nbytes for a in reads) + sum(a.nbytes for a in writes), "flops": flops}
+
+
+def _model(recipe: Config, rng) -> ConvNet:
+    """A float32 model initialised like the default recipe (with numpy's generator: values, not streams, matter)."""
+    positions = SIDE - KERNEL_SIZE + 1
+
+    def symmetric(shape, half_width):
+        return (half_width * (2 * rng.random(shape) - 1)).astype(np.float32)
+
+    kernels = symmetric((KERNEL_SIZE**2, recipe.kernels), recipe.kernel_init)
+    weights = symmetric((positions * positions * recipe.kernels, NUM_CLASSES), recipe.weight_init)
+    return ConvNet(kernels, weights, KERNEL_SIZE, positions)
+
+
+def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
+    """The stages of one default-recipe ``sgd_step`` (and its dropout mask), plus the step as one call."""
+    recipe = Config(batch_size=batch, kernels=kernels).validated()
+    rng = np.random.default_rng(seed)
+    model = _model(recipe, rng)
+    images = rng.random((batch, SIDE, SIDE), dtype=np.float32)
+    targets = ops.one_hot(rng.integers(0, NUM_CLASSES, batch), NUM_CLASSES, xp.float32)
+    random = PortableRandom(get_backend("numpy"), seed)
+    hidden = model.positions**2 * kernels
+    alpha, kernel_alpha, normaliser = recipe.alpha, recipe.kernel_alpha, batch * batch
+
+    keep = next(iter(random.keep_masks([(batch, hidden)], KEEP_PROB)))
+    windows = ops.patches(images, KERNEL_SIZE, model.positions)
+    conv = ops.conv(windows, model.kernels, batch)
+    active = xp.tanh(conv)
+    dropped = ops.dropout(active, keep, KEEP_PROB)
+    logits = dropped @ model.weights
+    probabilities = ops.softmax(logits)
+    delta = (targets - probabilities) / normaliser
+    backprop = delta @ model.weights.T
+    scale = ops.dropout_scale(keep, KEEP_PROB, active.dtype)
+    hidden_delta = backprop * ops.dropped_tanh_derivative(scale, dropped, active)
+    weight_step = dropped.T @ delta
+    kernel_step = ops.conv_kernel_gradient(windows, hidden_delta, kernels)
+    conv_flops = 2 * windows.shape[0] * KERNEL_SIZE**2 * kernels
+    dense_flops = 2 * batch * hidden * NUM_CLASSES
+
+    stages = [
+        _stage("dropout mask (Philox)", lambda: next(iter(random.keep_masks([(batch, hidden)], KEEP_PROB))), [], [keep]),
+        _stage("patches (im2col)", lambda: ops.patches(images, KERNEL_SIZE, model.positions), [images], [windows]),
+        _stage("conv matmul", lambda: ops.conv(windows, model.kernels, batch), [windows, model.kernels], [conv], conv_flops),
+        _stage("tanh", lambda: xp.tanh(conv), [conv], [active]),
+        _stage("dropout", lambda: active * ops.dropout_scale(keep, KEEP_PROB, active.dtype), [active, keep], [scale, dropped]),
+        _stage("dense forward", lambda: dropped @ model.weights, [dropped, model.weights], [logits], dense_flops),
+        _stage("softmax + output delta", lambda: (targets - ops.softmax(logits)) / normaliser, [logits, targets], [delta]),
+        _stage("back-propagation (delta @ W.T)", lambda: delta @ model.weights.T, [delta, model.weights], [backprop], dense_flops),
+        _stage(
+            "hidden delta (dropout' * tanh')",
+            lambda: backprop * ops.dropped_tanh_derivative(scale, dropped, active),
+            [backprop, scale, dropped, active], [hidden_delta],
+        ),
+        _stage("weight gradient (dropped.T @ delta)", lambda: dropped.T @ delta, [dropped, delta], [weight_step], dense_flops),
+        _stage("kernel gradient (windows.T @ delta)", lambda: ops.conv_kernel_gradient(windows, hidden_delta, kernels),
+               [windows, hidden_delta], [kernel_step], conv_flops),
+        _stage("parameter updates", lambda: (model.weights + alpha * weight_step, model.kernels + kernel_alpha * kernel_step),
+               [model.weights, weight_step], [model.weights]),
+    ]
+
+    def whole():
+        mask = next(iter(random.keep_masks([(batch, hidden)], KEEP_PROB)))
+        model.sgd_step(images, targets, mask, alpha=alpha, kernel_alpha=kernel_alpha, normaliser=normaliser)
+
+    return stages, whole, f"default recipe, batch {batch}, {kernels} kernels"
+
+
+def eval_stages(batch: int = 1000, kernels: int = 16, seed: int = 0):
+    """The stages of ``ConvNet.logits`` and the accuracy count for one evaluation batch."""
+    rng = np.random.default_rng(seed)
+    model = _model(Config(kernels=kernels).validated(), rng)
+    images = rng.random((batch, SIDE, SIDE), dtype=np.float32)
+    labels = rng.integers(0, NUM_CLASSES, batch)
+    per_kernel = xp.permute_dims(xp.reshape(model.weights, (-1, kernels, NUM_CLASSES)), (1, 0, 2))
+
+    planes = ops.patch_planes(images, KERNEL_SIZE, model.positions)
+    conv = model.kernels.T @ planes
+    maps = xp.reshape(xp.tanh(conv), (kernels, batch, -1))
+    logits = xp.sum(maps @ per_kernel, axis=0)
+    conv_flops = 2 * planes.shape[1] * KERNEL_SIZE**2 * kernels
+    dense_flops = 2 * batch * maps.shape[2] * kernels * NUM_CLASSES
+
+    stages = [
+        _stage("patch planes (im2col, transposed)", lambda: ops.patch_planes(images, KERNEL_SIZE, model.positions), [images], [planes]),
+        _stage("conv matmul (kernels.T @ planes)", lambda: model.kernels.T @ planes, [model.kernels, planes], [conv], conv_flops),
+        _stage("tanh", lambda: xp.tanh(conv), [conv], [maps]),
+        _stage("dense (per-kernel products, summed)", lambda: xp.sum(maps @ per_kernel, axis=0), [maps, model.weights], [logits], dense_flops),
+        _stage("arg-max + count", lambda: ops.count_correct(logits, labels), [logits, labels], []),
+    ]
+    return stages, lambda: ops.count_correct(model.logits(images), labels), f"batch {batch}, {kernels} kernels"
+
+
+def profile(stages, whole, description: str, bandwidth_gbs: float, peak_gflops: float, reps: int) -> dict:
+    """Time the stages and the whole step in interleaved rounds; attach each stage's floor."""
+    calls = {stage["stage"]: stage["fn"] for stage in stages} | {"whole": whole}
+    samples = interleaved({name: reps for name in calls}, lambda name: {"ms": 1e3 * timed(calls[name], _no_sync)})
+    rows = []
+    for stage in stages:
+        floor_s = max(stage["bytes"] / (bandwidth_gbs * 1e9), stage["flops"] / (peak_gflops * 1e9))
+        rows.append(
+            {"stage": stage["stage"], "ms": summary([s["ms"] for s in samples[stage["stage"]]]),
+             "bytes": stage["bytes"], "flops": stage["flops"], "floor_ms": 1e3 * floor_s}
+        )
+    return {"description": description, "stages": rows, "whole_ms": summary([s["ms"] for s in samples["whole"]])}
+
+
+def _no_sync():
+    pass
+
+
+def run(bandwidth_gbs: float, peak_gflops: float, reps: int, eval_batch: int) -> dict:
+    """Both profiles, ready for the results file."""
+    return {
+        "training batch": profile(*train_stages(), bandwidth_gbs, peak_gflops, reps),
+        "evaluation batch": profile(*eval_stages(eval_batch), bandwidth_gbs, peak_gflops, reps),
+    }

@@ -1,0 +1,158 @@
+"""portable-cnn against the notebook and PyTorch, side by side, measured in one run.
+
+    python benchmarks/run.py [--quick] [--threads N] [--out benchmarks/results]
+
+Times every contender's training epoch (1000 images, batches of 128) and evaluation (10000 test
+images) in interleaved rounds after a warm-up, probes peak memory in fresh processes, measures
+this machine's GEMM peak and copy bandwidth, sweeps batch size, training-set size, kernel count
+and evaluation batch size, and profiles one training and one evaluation batch stage by stage.
+Writes ``<out>/<machine>.json`` (and ``<machine>-scaling.png``) and prints a Markdown report.
+``--quick`` is the one-minute version: the three contenders the targets compare (notebook,
+numpy float32, PyTorch), two rounds, a short profile; no sweeps and no memory probes
+(written to ``<machine>-quick.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks import threads  # noqa: E402  (imports neither numpy nor torch)
+
+FULL = {"reps": 11, "notebook_reps": 3, "sweep_reps": 3, "profile_reps": 21}
+QUICK = {"reps": 2, "notebook_reps": 1, "sweep_reps": 1, "profile_reps": 5, "no_scaling": True, "no_memory": True,
+         "contenders": "notebook,numpy-f32,pytorch"}
+
+
+def default_data_dir() -> str | None:
+    """$PORTABLE_CNN_DATA_DIR, else the project's shared MNIST beside the checkout, else the package's search."""
+    shared = HERE.parents[1] / "shared" / "data" / "mnist"
+    return os.environ.get("PORTABLE_CNN_DATA_DIR") or (str(shared) if shared.is_dir() else None)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/run.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="about a minute: the targets' three contenders, few rounds, no sweeps")
+    parser.add_argument("--reps", type=int, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})")
+    parser.add_argument("--notebook-reps", type=int, help=f"rounds for the notebook, ~8-12 s each (default {FULL['notebook_reps']})")
+    parser.add_argument("--contenders", help="comma-separated keys (default: all CPU ones: notebook, numpy-f32, ...)")
+    parser.add_argument("--threads", type=int, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the sweeps and their plot")
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-stage profile")
+    parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
+    parser.add_argument("--machine", help="name of the results file (default: from the core count and BLAS)")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default: benchmarks/results)")
+    parser.add_argument("--data-dir", default=default_data_dir(), help="MNIST folder (default: %(default)s)")
+    args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if not getattr(args, name, None):
+            setattr(args, name, value)
+    return args
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def measure_machine() -> dict:
+    from benchmarks import machine
+
+    info = machine.describe()
+    log("machine: GEMM peak and copy bandwidth")
+    info["gemm_peak_gflops"] = {"float32": machine.gemm_peak("float32"), "float64": machine.gemm_peak("float64")}
+    info["copy_bandwidth_gbs"] = machine.copy_bandwidth()
+    return info
+
+
+def compare_contenders(mnist, keys, args, peaks) -> dict:
+    from benchmarks import compare, contenders, memory_probe
+
+    built = {}
+    for key in keys:
+        log(f"building {key}")
+        built[key] = contenders.build(key, mnist)
+    rounds = {key: args.notebook_reps if key == compare.NOTEBOOK else args.reps for key in keys}
+    log(f"timing {len(keys)} contenders, interleaved: {rounds}")
+    rows = compare.measure(built, rounds, peaks, log=log)
+    if not args.no_memory:
+        for key in keys:
+            log(f"memory of {key} (fresh process)")
+            rows[key]["memory"] = memory_probe.probe(key, data_dir=args.data_dir)
+    return rows
+
+
+def document(machine: dict, settings: dict, rows: dict, load_start, load_end, scaling=None, profile=None) -> dict:
+    """The results file's content; :func:`benchmarks.report.markdown` renders it."""
+    from benchmarks import compare
+
+    return {
+        "schema": 1,
+        "machine": machine,
+        "settings": settings,
+        "load_average": {"start": list(load_start), "end": list(load_end)},
+        "contenders": rows,
+        "targets": compare.targets(rows),
+        "scaling": scaling or {},
+        "profile": profile or {},
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    threads.pin(args.threads)  # before numpy and torch are imported
+    from portable_cnn import UserError
+
+    try:
+        return run(args)
+    except UserError as error:
+        print(f"benchmarks/run.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmarks import contenders, machine as machine_info, profile_stages, report, scaling
+    from portable_cnn import load_mnist
+    from portable_cnn.trainer import Config
+
+    threads.pin_torch(args.threads)
+    load_start = os.getloadavg()
+    mnist = load_mnist(args.data_dir)
+    machine = measure_machine()
+    name = args.machine or machine_info.slug(machine) + (f"-threads{args.threads}" if args.threads else "")
+    machine["name"] = name
+    keys = args.contenders.split(",") if args.contenders else list(contenders.CPU_KEYS)
+    unknown = sorted(set(keys) - set(contenders.CONTENDERS))
+    if unknown:
+        raise SystemExit(f"unknown contender(s) {unknown}; choose from {', '.join(contenders.CONTENDERS)}")
+
+    rows = compare_contenders(mnist, keys, args, machine["gemm_peak_gflops"])
+    swept = None
+    stem = name + ("-quick" if args.quick else "")
+    if not args.no_scaling:
+        log("scaling sweeps")
+        swept = scaling.sweep(mnist, args.sweep_reps, not args.no_memory, args.data_dir, log=log)
+        args.out.mkdir(parents=True, exist_ok=True)
+        scaling.plot(swept, args.out / f"{stem}-scaling.png")
+    profiled = None
+    if not args.no_profile:
+        log("per-stage profile")
+        profiled = profile_stages.run(
+            machine["copy_bandwidth_gbs"], machine["gemm_peak_gflops"]["float32"], args.profile_reps, Config().eval_batch_size
+        )
+    settings = {key: getattr(args, key) for key in ("quick", "reps", "notebook_reps", "sweep_reps", "profile_reps", "threads")}
+    results = document(machine, settings, rows, load_start, os.getloadavg(), swept, profiled)
+    path = report.write_json(results, args.out / f"{stem}.json")
+    print(report.markdown(results))
+    log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The benchmark suite's own checks: its command lines, its statistics, and that table and JSON agree."""
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks import compare, contenders, memory_probe, profile_stages, report, timing
+from benchmarks.contenders import Contender
+from benchmarks.run import document
+
+from .conftest import REPO
+
+
+def test_run_help_works_without_measuring_anything():
+    done = subprocess.run([sys.executable, "benchmarks/run.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "usage: benchmarks/run.py" in done.stdout and "--quick" in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine may have a GPU")
+def test_gpu_check_says_cleanly_that_there_is_no_gpu(tmp_path):
+    script = ["bash", "benchmarks/gpu_check.sh", "--out", str(tmp_path)]
+    dry = subprocess.run(script + ["--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.strip() == "gpu_check: no NVIDIA GPU on this machine (nvidia-smi finds none); nothing to run"
+    assert dry.stderr == ""
+    real = subprocess.run(script, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert real.returncode == 1 and "no NVIDIA GPU" in real.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rounds_are_interleaved_after_a_dropped_warm_up_and_ratios_are_paired():
+    calls = []
+    samples = timing.interleaved({"a": 3, "b": 1}, lambda name: calls.append(name) or {"t": float(len(calls))})
+    assert calls == ["a", "b", "a", "b", "a", "a"]  # round 0 (a b) is the warm-up; b takes part in one round
+    assert samples == {"a": [{"round": 0, "t": 3.0}, {"round": 1, "t": 5.0}, {"round": 2, "t": 6.0}], "b": [{"round": 0, "t": 4.0}]}
+    assert timing.paired_ratios(samples["a"], samples["b"], "t") == [3.0 / 4.0]
+    assert timing.summary([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+
+
+def fake(key, seconds):
+    """A contender that sleeps: its figures are known in advance."""
+    return Contender(key, f"fake {key}", "float32", 1000, 10000, 10**9, 4 * 10**9,
+                     lambda: time.sleep(seconds), lambda: time.sleep(2 * seconds), lambda: None)
+
+
+def cell_median(cell: str) -> float:
+    return float(re.match(r"([\d.]+)", cell).group(1))
+
+
+def test_the_table_shows_the_json_figures(tmp_path):
+    built = {"notebook": fake("notebook", 0.02), "numpy-f32": fake("numpy-f32", 0.002), "pytorch": fake("pytorch", 0.004)}
+    rows = compare.measure(built, {"notebook": 1, "numpy-f32": 2, "pytorch": 2}, {"float32": 100.0, "float64": 50.0}, log=lambda _: None)
+    machine = {"name": "synthetic", "cpu": "test", "cores": 2, "blas": "none", "numpy": "0", "threads": {"OMP_NUM_THREADS": "1"},
+               "gemm_peak_gflops": {"float32": 100.0, "float64": 50.0}, "copy_bandwidth_gbs": 10.0}
+    path = report.write_json(document(machine, {"quick": True}, rows, (0.5, 0, 0), (0.7, 0, 0)), tmp_path / "synthetic.json")
+    results = report.read_json(path)
+    table = report.markdown(results)
+
+    lines = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ") for line in table.splitlines() if line.startswith("| fake")}
+    assert len(lines) == 3
+    for key, row in results["contenders"].items():
+        cells = dict(zip(report.CONTENDER_COLUMNS, lines[row["label"]]))
+        for column, field in (("train epoch s", "train_s"), ("eval 10k s", "eval_s"), ("epoch s", "epoch_s")):
+            assert cell_median(cells[column]) == pytest.approx(row[field]["median"], rel=5e-3)
+        assert cell_median(cells["GFLOP/s"]) == pytest.approx(row["gflops"], rel=5e-3)
+        assert row["gflops"] == pytest.approx(5e9 / row["epoch_s"]["median"] / 1e9)
+        if key != "notebook":
+            assert cell_median(cells["× faster than notebook"]) == pytest.approx(row["speedup_vs_notebook"]["median"], rel=5e-3)
+    assert results["contenders"]["numpy-f32"]["speedup_vs_notebook"]["n"] == 1  # the notebook took part in one round only
+    assert results["contenders"]["pytorch"]["time_vs_baseline"]["median"] > 1  # it sleeps twice as long
+    assert [t["met"] for t in results["targets"]] == [False, True]  # ~10x is not 50x; ~2x beats 1.5x
+    assert "MISSED: numpy float32 epoch >= 50x faster than the notebook" in table
+    assert "Load average (1 min) 0.50 at the start, 0.70 at the end." in table
+
+
+def test_the_real_contenders_run_through_the_library_api(mnist):
+    """A tiny round of each fast contender: guards the suite against changes of the trainer's API."""
+    keys = ["numpy-f32", "numpy-book", "strict-f32"] + (["pytorch", "torch-f32"] if importlib.util.find_spec("torch") else [])
+    built = {key: contenders.build(key, mnist, train_size=256, test_size=500) for key in keys}
+    rows = compare.measure(built, {key: 1 for key in keys}, {"float32": 100.0, "float64": 50.0}, warmup=0, log=lambda _: None)
+    assert rows["numpy-book"]["images_trained"] == 256 and rows["numpy-f32"]["images_tested"] == 500
+    assert all(row["epoch_s"]["median"] > 0 for row in rows.values())
+
+
+def test_the_notebooks_code_trains_like_the_book(mnist):
+    """The reference's first training epoch gives the book's first Train-Acc (0.055)."""
+    from benchmarks.reference.notebook_cnn import Notebook
+
+    book = Notebook(mnist.train_images, mnist.train_labels, mnist.test_images[:10], mnist.test_labels[:10])
+    assert book.train_epoch() / 1000 == 0.055
+
+
+def test_memory_probe_measures_a_fresh_process(mnist_dir):
+    figures = memory_probe.probe("numpy-f32", {"train_size": 256, "test_size": 1000}, str(mnist_dir))
+    assert set(figures) == {"train", "eval"}, figures
+    for phase in figures.values():  # resident growth and numpy's own count agree within a few MiB
+        assert phase["tracemalloc_mib"] > 1
+        assert abs(phase["rss_mib"] - phase["tracemalloc_mib"]) < 4
+
+
+def test_profile_stages_follow_the_model():
+    for stages, whole, _ in (profile_stages.train_stages(batch=8), profile_stages.eval_stages(batch=8)):
+        result = profile_stages.profile(stages, whole, "tiny", bandwidth_gbs=10.0, peak_gflops=100.0, reps=1)
+        assert [row["stage"] for row in result["stages"]] == [stage["stage"] for stage in stages]
+        assert all(row["floor_ms"] > 0 for row in result["stages"])
+
