@@ -11,8 +11,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Callable
 
-from tqdm import tqdm
-
+from portable_cnn import progress
 from portable_cnn.backends import get_backend
 from portable_cnn.trainer import Config, batches, evaluate, init_model, make_random, output_side, run_epoch, to_device
 
@@ -63,12 +62,12 @@ def portable(mnist, key: str, label: str, **settings) -> Contender:
     model = init_model(config, random)
     spans = batches(config, data.train_size)
     epochs = itertools.count(1)
-    progress = tqdm(disable=True)
+    no_bar = progress.bar(0, enabled=False)
     positions = output_side(config.kernel_size, config.book)
     trained, tested = spans[-1][1], data.test_images.shape[0]
 
     def train_epoch():
-        return run_epoch(model, data, config, random, spans, next(epochs), progress)
+        return run_epoch(model, data, config, random, spans, next(epochs), no_bar)
 
     def test():
         return int(evaluate(model, data.test_images, data.test_labels, config.eval_batch_size))

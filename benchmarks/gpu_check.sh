@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check in one call, for a machine with an NVIDIA GPU, CuPy and CUDA PyTorch:
-#   1. makes the package importable (array-api-compat and tqdm from benchmarks/wheels if missing),
+#   1. makes the package importable (array-api-compat from benchmarks/wheels if missing),
 #   2. runs the gpu-marked tests (pytest -m gpu: cupy and torch CUDA),
 #   3. times 300 epochs of the default recipe and of --book on cupy against PyTorch CUDA
 #      (benchmarks/gpu_bench.py), writing its JSON to --out.
@@ -11,7 +11,7 @@
 #   --data-dir  the MNIST IDX folder (default: $PORTABLE_CNN_DATA_DIR, else ../shared/data/mnist).
 #
 # Preparing an offline GPU machine (which lacks array-api-compat), on a machine with internet:
-#   pip download array-api-compat tqdm -d benchmarks/wheels      (add pytest if it lacks that too)
+#   pip download array-api-compat -d benchmarks/wheels      (add pytest if it lacks that too)
 # then copy the checkout with benchmarks/wheels/ (git ignores it: never commit wheels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +56,7 @@ missing_installable=()
 for module in cupy torch; do
   "$python" -c "import $module" 2>/dev/null || { say "python module '$module' is missing; install it for this CUDA"; exit 1; }
 done
-for pair in array_api_compat:array-api-compat tqdm:tqdm pytest:pytest; do
+for pair in array_api_compat:array-api-compat pytest:pytest; do
   module="${pair%%:*}"; package="${pair#*:}"
   "$python" -c "import $module" 2>/dev/null || missing_installable+=("$package")
 done
