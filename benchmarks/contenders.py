@@ -8,14 +8,24 @@ portable-cnn is driven through its library API (``portable_cnn.trainer``), as a 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from portable_cnn import progress
 from portable_cnn.backends import get_backend
-from portable_cnn.trainer import Config, batches, evaluate, init_model, make_random, output_side, run_epoch, to_device
+from portable_cnn.trainer import (
+    Config,
+    batches,
+    evaluate,
+    init_model,
+    make_random,
+    output_side,
+    run_epoch,
+    to_device,
+)
 
 from . import flops
+
 
 @dataclass
 class Contender:
@@ -103,22 +113,17 @@ class Spec:
     settings: dict
 
 
-# The table's rows, in its order.
+# The table's rows, in its order (GPU runs are benchmarks/gpu_bench.py's).
 CONTENDERS = {
     "notebook": Spec("notebook (seed code) float64", notebook, {}),
     "numpy-f32": Spec("portable-cnn numpy float32", portable, {}),
+    "numpy-f32-native": Spec("portable-cnn numpy float32 --rng native", portable, {"rng": "native"}),
     "numpy-f64": Spec("portable-cnn numpy float64", portable, {"dtype": "float64"}),
     "numpy-book": Spec("portable-cnn numpy --book", portable, {"book": True}),
     "torch-f32": Spec("portable-cnn torch CPU float32", portable, {"backend": "torch", "device": "cpu"}),
     "strict-f32": Spec("portable-cnn array-api-strict float32", portable, {"backend": "array-api-strict"}),
     "pytorch": Spec("PyTorch idiomatic CPU float32", pytorch, {"device": "cpu"}),
-    "cupy-f32": Spec("portable-cnn cupy float32", portable, {"backend": "cupy"}),
-    "cupy-book": Spec("portable-cnn cupy --book", portable, {"backend": "cupy", "book": True}),
-    "torch-cuda-f32": Spec("portable-cnn torch CUDA float32", portable, {"backend": "torch", "device": "cuda"}),
-    "pytorch-cuda": Spec("PyTorch idiomatic CUDA float32", pytorch, {"device": "cuda"}),
 }
-CPU_KEYS = ("notebook", "numpy-f32", "numpy-f64", "numpy-book", "torch-f32", "strict-f32", "pytorch")
-GPU_KEYS = ("cupy-f32", "cupy-book", "torch-cuda-f32", "pytorch-cuda")
 
 
 def build(key: str, mnist, **overrides) -> Contender:

@@ -40,15 +40,15 @@ def find_gpu() -> tuple[str | None, str]:
         reasons.append("torch is not installed")
     try:
         import cupy
-
-        count = cupy.cuda.runtime.getDeviceCount()
-        if count:
-            return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), f"cupy {cupy.__version__}"
-        reasons.append("cupy sees no device")
     except ImportError:
         reasons.append("cupy is not installed")
-    except Exception as error:  # cupy without a driver raises its own CUDA errors
-        reasons.append(f"cupy cannot reach a GPU ({type(error).__name__})")
+        return None, "; ".join(reasons)
+    try:
+        if cupy.cuda.runtime.getDeviceCount():
+            return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), f"cupy {cupy.__version__}"
+        reasons.append("cupy sees no device")
+    except cupy.cuda.runtime.CUDARuntimeError as error:  # no driver, or no device it can use
+        reasons.append(f"cupy cannot reach a GPU ({error})")
     return None, "; ".join(reasons)
 
 

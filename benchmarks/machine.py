@@ -11,6 +11,7 @@ import numpy as np
 
 from . import threads
 
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:

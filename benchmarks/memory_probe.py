@@ -31,7 +31,7 @@ TRACEMALLOC_SEES = ("notebook", "numpy", "strict")  # contender keys whose array
 
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as status:
-        return int(re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.M).group(1))
+        return int(re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.MULTILINE).group(1))
 
 
 def _reset_peak():
@@ -73,7 +73,7 @@ def probe_command(key: str, overrides: dict, data_dir: str | None) -> tuple[list
 def probe(key: str, overrides: dict | None = None, data_dir: str | None = None) -> dict:
     """Run the probe in a fresh process and return its figures (or ``{"error": ...}``)."""
     command, environment = probe_command(key, overrides or {}, data_dir)
-    done = subprocess.run(command, env=environment, capture_output=True, text=True)
+    done = subprocess.run(command, check=False, env=environment, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout)

@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks import threads  # noqa: E402  (imports neither numpy nor torch)
+from benchmarks import threads  # imports neither numpy nor torch
 
 FULL = {"reps": 11, "notebook_reps": 3, "sweep_reps": 3, "profile_reps": 21}
 QUICK = {"reps": 2, "notebook_reps": 1, "sweep_reps": 1, "profile_reps": 5, "no_scaling": True, "no_memory": True,
@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="about a minute: the targets' three contenders, few rounds, no sweeps")
     parser.add_argument("--reps", type=int, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})")
     parser.add_argument("--notebook-reps", type=int, help=f"rounds for the notebook, ~8-12 s each (default {FULL['notebook_reps']})")
-    parser.add_argument("--contenders", help="comma-separated keys (default: all CPU ones: notebook, numpy-f32, ...)")
+    parser.add_argument("--contenders", help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-native, numpy-f64, numpy-book, torch-f32, strict-f32, pytorch)")
     parser.add_argument("--threads", type=int, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the sweeps and their plot")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-stage profile")
@@ -117,7 +117,8 @@ def main(argv=None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import contenders, machine as machine_info, profile_stages, report, scaling
+    from benchmarks import contenders, profile_stages, report, scaling
+    from benchmarks import machine as machine_info
     from portable_cnn import load_mnist
     from portable_cnn.trainer import Config
 
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     machine = measure_machine()
     name = args.machine or machine_info.slug(machine) + (f"-threads{args.threads}" if args.threads else "")
     machine["name"] = name
-    keys = args.contenders.split(",") if args.contenders else list(contenders.CPU_KEYS)
+    keys = args.contenders.split(",") if args.contenders else list(contenders.CONTENDERS)
     unknown = sorted(set(keys) - set(contenders.CONTENDERS))
     if unknown:
         raise SystemExit(f"unknown contender(s) {unknown}; choose from {', '.join(contenders.CONTENDERS)}")

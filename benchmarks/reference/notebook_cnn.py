@@ -65,7 +65,7 @@ class Notebook:
         self.weights_1_2 = 0.2 * np.random.random((self.hidden_size, 10)) - 0.1
 
     def _flattened_input(self, layer_0):
-        sects = list()
+        sects = list()  # noqa: C408 (the notebook's code, verbatim)
         for row_start in range(layer_0.shape[1] - self.kernel_rows):
             for col_start in range(layer_0.shape[2] - self.kernel_cols):
                 sect = get_image_section(
