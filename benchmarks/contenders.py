@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 from portable_cnn import progress
 from portable_cnn.backends import get_backend
+from portable_cnn.config import Config, output_side
 from portable_cnn.trainer import (
-    Config,
     batches,
     evaluate,
     init_model,
     make_random,
-    output_side,
     run_epoch,
     to_device,
 )

@@ -16,8 +16,8 @@ from array_api_compat import numpy as xp
 
 from portable_cnn import ops
 from portable_cnn.backends import PortableRandom, get_backend
+from portable_cnn.config import Config
 from portable_cnn.model import KEEP_PROB, NUM_CLASSES, ConvNet
-from portable_cnn.trainer import Config
 
 from .timing import interleaved, summary, timed
 

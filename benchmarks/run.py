@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks import contenders, profile_stages, report, scaling
     from benchmarks import machine as machine_info
     from portable_cnn import load_mnist
-    from portable_cnn.trainer import Config
+    from portable_cnn.config import Config
 
     threads.pin_torch(args.threads)
     load_start = os.getloadavg()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from portable_cnn.trainer import Config
+from portable_cnn.config import Config
 
 IMAGE_SIDE = 28
 
