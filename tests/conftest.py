@@ -35,7 +35,7 @@ def backend(request):
 @pytest.fixture(scope="session")
 def mnist_dir():
     """The shared real MNIST: $PORTABLE_CNN_DATA_DIR, else <repo>/../shared/data/mnist."""
-    path = pathlib.Path(os.environ.get("PORTABLE_CNN_DATA_DIR") or REPO.parent / "shared" / "data" / "mnist")
+    path = pathlib.Path(os.environ.get("PORTABLE_CNN_DATA_DIR") or REPO.parent / "shared" / "data" / "mnist").resolve()
     if not path.is_dir():
         pytest.skip(f"the shared MNIST files are not in {path}; set PORTABLE_CNN_DATA_DIR")
     return path

@@ -36,15 +36,6 @@ def _closed_port_url():
     return f"http://127.0.0.1:{port}/"
 
 
-@pytest.fixture(scope="session")
-def mnist_dir():
-    """The shared real MNIST files: $PORTABLE_CNN_DATA_DIR, else <repo>/../shared/data/mnist."""
-    path = pathlib.Path(os.environ.get(datasets.ENV_VAR) or REPO.parent / "shared" / "data" / "mnist")
-    if not all((path / name).is_file() for name in GZ_NAMES):
-        pytest.skip(f"shared MNIST files not found in {path}")
-    return path
-
-
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """No real env var, home, cache or network: everything under tmp_path."""
