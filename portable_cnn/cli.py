@@ -79,7 +79,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser):
     run.add_argument("--backend", choices=BACKENDS, help=f"(default {defaults.backend})")
     run.add_argument("--device", help="cpu, cuda or cuda:N (torch and cupy)")
     run.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
-    run.add_argument("--eval-batch-size", type=_at_least(1), help=f"(default {defaults.eval_batch_size})")
+    run.add_argument("--eval-batch-size", type=_at_least(1), help="test images per evaluation batch (default 128 on a CPU, 2048 on a GPU)")
     run.add_argument("--test-every", type=_at_least(1), help="evaluate every N epochs (default 1)")
     run.add_argument("--quiet", action="store_true", default=None, help="print nothing while training")
     run.add_argument(
