@@ -94,7 +94,7 @@ def pytorch(mnist, key: str, label: str, device: str = "cpu", **settings) -> Con
     from .torch_peer import TorchPeer
 
     peer = TorchPeer(mnist, device=device, **settings)
-    recipe = Config(**settings)
+    recipe = Config(backend="torch", device=device, **settings)
     positions = output_side(recipe.kernel_size, book=False)
     trained, tested = peer.train_images.shape[0], peer.test_images.shape[0]
     return Contender(

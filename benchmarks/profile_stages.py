@@ -96,7 +96,7 @@ def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
     return stages, whole, f"default recipe, batch {batch}, {kernels} kernels"
 
 
-def eval_stages(batch: int = 1000, kernels: int = 16, seed: int = 0):
+def eval_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
     """The stages of ``ConvNet.logits`` and the accuracy count for one evaluation batch."""
     rng = np.random.default_rng(seed)
     model = _model(Config(kernels=kernels).validated(), rng)

@@ -78,12 +78,12 @@ def machine_line(results: dict) -> str:
     m = results["machine"]
     threads = ", ".join(f"{k}={v}" for k, v in m["threads"].items())
     torch = f", torch {m['torch']}" if "torch" in m else ""
-    load = results["load_average"]
+    loads = ", ".join(f"{part} {start:.2f} → {end:.2f}" for part, (start, end) in results["load_average"].items())
     return (
         f"{m['cores']} CPU cores ({m['cpu']}), {m['blas']}, numpy {m['numpy']}{torch}; threads: {threads}. "
         f"GEMM peak {number(m['gemm_peak_gflops']['float32'])} GFLOP/s float32, "
         f"{number(m['gemm_peak_gflops']['float64'])} float64; copy bandwidth {number(m['copy_bandwidth_gbs'])} GB/s. "
-        f"Load average (1 min) {load['start'][0]:.2f} at the start, {load['end'][0]:.2f} at the end."
+        f"Load average (1 min) before → after each part: {loads}."
     )
 
 

@@ -65,7 +65,6 @@ def measure_machine() -> dict:
     from benchmarks import machine
 
     info = machine.describe()
-    log("machine: GEMM peak and copy bandwidth")
     info["gemm_peak_gflops"] = {"float32": machine.gemm_peak("float32"), "float64": machine.gemm_peak("float64")}
     info["copy_bandwidth_gbs"] = machine.copy_bandwidth()
     return info
@@ -74,10 +73,7 @@ def measure_machine() -> dict:
 def compare_contenders(mnist, keys, args, peaks) -> dict:
     from benchmarks import compare, contenders, memory_probe
 
-    built = {}
-    for key in keys:
-        log(f"building {key}")
-        built[key] = contenders.build(key, mnist)
+    built = {key: contenders.build(key, mnist) for key in keys}
     rounds = {key: args.notebook_reps if key == compare.NOTEBOOK else args.reps for key in keys}
     log(f"timing {len(keys)} contenders, interleaved: {rounds}")
     rows = compare.measure(built, rounds, peaks, log=log)
@@ -88,7 +84,16 @@ def compare_contenders(mnist, keys, args, peaks) -> dict:
     return rows
 
 
-def document(machine: dict, settings: dict, rows: dict, load_start, load_end, scaling=None, profile=None) -> dict:
+def section(loads: dict, name: str, measure):
+    """Run one part of the benchmark, recording the 1-minute load average before and after it."""
+    log(name)
+    before = os.getloadavg()[0]
+    result = measure()
+    loads[name] = [before, os.getloadavg()[0]]
+    return result
+
+
+def document(machine: dict, settings: dict, loads: dict, rows: dict, scaling=None, profile=None) -> dict:
     """The results file's content; :func:`benchmarks.report.markdown` renders it."""
     from benchmarks import compare
 
@@ -96,7 +101,7 @@ def document(machine: dict, settings: dict, rows: dict, load_start, load_end, sc
         "schema": 1,
         "machine": machine,
         "settings": settings,
-        "load_average": {"start": list(load_start), "end": list(load_end)},
+        "load_average": loads,
         "contenders": rows,
         "targets": compare.targets(rows),
         "scaling": scaling or {},
@@ -123,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
     from portable_cnn.config import Config
 
     threads.pin_torch(args.threads)
-    load_start = os.getloadavg()
+    loads = {}
     mnist = load_mnist(args.data_dir)
-    machine = measure_machine()
+    machine = section(loads, "machine", measure_machine)
     name = args.machine or machine_info.slug(machine) + (f"-threads{args.threads}" if args.threads else "")
     machine["name"] = name
     keys = args.contenders.split(",") if args.contenders else list(contenders.CONTENDERS)
@@ -133,22 +138,20 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown contender(s) {unknown}; choose from {', '.join(contenders.CONTENDERS)}")
 
-    rows = compare_contenders(mnist, keys, args, machine["gemm_peak_gflops"])
+    rows = section(loads, "contenders", lambda: compare_contenders(mnist, keys, args, machine["gemm_peak_gflops"]))
     swept = None
     stem = name + ("-quick" if args.quick else "")
     if not args.no_scaling:
-        log("scaling sweeps")
-        swept = scaling.sweep(mnist, args.sweep_reps, not args.no_memory, args.data_dir, log=log)
+        swept = section(loads, "scaling", lambda: scaling.sweep(mnist, args.sweep_reps, not args.no_memory, args.data_dir, log=log))
         args.out.mkdir(parents=True, exist_ok=True)
         scaling.plot(swept, args.out / f"{stem}-scaling.png")
     profiled = None
     if not args.no_profile:
-        log("per-stage profile")
-        profiled = profile_stages.run(
-            machine["copy_bandwidth_gbs"], machine["gemm_peak_gflops"]["float32"], args.profile_reps, Config().eval_batch_size
-        )
+        bandwidth, peak = machine["copy_bandwidth_gbs"], machine["gemm_peak_gflops"]["float32"]
+        eval_batch = Config().validated().eval_batch_size
+        profiled = section(loads, "profile", lambda: profile_stages.run(bandwidth, peak, args.profile_reps, eval_batch))
     settings = {key: getattr(args, key) for key in ("quick", "reps", "notebook_reps", "sweep_reps", "profile_reps", "threads")}
-    results = document(machine, settings, rows, load_start, os.getloadavg(), swept, profiled)
+    results = document(machine, settings, loads, rows, swept, profiled)
     path = report.write_json(results, args.out / f"{stem}.json")
     print(report.markdown(results))
     log(f"wrote {path}")

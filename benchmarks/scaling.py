@@ -19,7 +19,7 @@ AXES = {
     "batch_size": ((32, 64, 128, 256, 512, 1024), ("train",)),
     "train_size": ((1000, 2000, 3000, 4500), ("train",)),
     "kernels": ((8, 16, 32, 64), ("train", "eval")),
-    "eval_batch_size": ((25, 100, 1000, 10000), ("eval",)),
+    "eval_batch_size": ((32, 128, 512, 2048, 10000), ("eval",)),
 }
 
 

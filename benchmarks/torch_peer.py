@@ -41,7 +41,7 @@ class TorchPeer:
 
     def __init__(self, mnist, *, device="cpu", **settings):
         """``settings`` are :class:`~portable_cnn.trainer.Config` fields (batch_size, kernels, ...) of the recipe."""
-        recipe = Config(**settings).validated()
+        recipe = Config(backend="torch", device=device, **settings).validated()
         if recipe.book:
             raise ValueError("the PyTorch peer implements the default recipe, not --book")
         torch.manual_seed(recipe.seed)

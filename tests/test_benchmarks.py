@@ -58,7 +58,7 @@ def test_the_table_shows_the_json_figures(tmp_path):
     rows = compare.measure(built, {"notebook": 1, "numpy-f32": 2, "pytorch": 2}, {"float32": 100.0, "float64": 50.0}, log=lambda _: None)
     machine = {"name": "synthetic", "cpu": "test", "cores": 2, "blas": "none", "numpy": "0", "threads": {"OMP_NUM_THREADS": "1"},
                "gemm_peak_gflops": {"float32": 100.0, "float64": 50.0}, "copy_bandwidth_gbs": 10.0}
-    path = report.write_json(document(machine, {"quick": True}, rows, (0.5, 0, 0), (0.7, 0, 0)), tmp_path / "synthetic.json")
+    path = report.write_json(document(machine, {"quick": True}, {"contenders": [0.5, 0.7]}, rows), tmp_path / "synthetic.json")
     results = report.read_json(path)
     table = report.markdown(results)
 
@@ -76,7 +76,7 @@ def test_the_table_shows_the_json_figures(tmp_path):
     assert results["contenders"]["pytorch"]["time_vs_baseline"]["median"] > 1  # it sleeps twice as long
     assert [t["met"] for t in results["targets"]] == [False, True]  # ~10x is not 50x; ~2x beats 1.5x
     assert "MISSED: numpy float32 epoch >= 50x faster than the notebook" in table
-    assert "Load average (1 min) 0.50 at the start, 0.70 at the end." in table
+    assert "Load average (1 min) before → after each part: contenders 0.50 → 0.70." in table
 
 
 def test_the_real_contenders_run_through_the_library_api(mnist):
