@@ -139,9 +139,10 @@ def _no_sync():
     pass
 
 
-def run(bandwidth_gbs: float, peak_gflops: float, reps: int, eval_batch: int) -> dict:
-    """Both profiles, ready for the results file."""
-    return {
-        "training batch": profile(*train_stages(), bandwidth_gbs, peak_gflops, reps),
-        "evaluation batch": profile(*eval_stages(eval_batch), bandwidth_gbs, peak_gflops, reps),
-    }
+def run(bandwidth_gbs: float, peak_gflops: float, reps: int, recipe: Config) -> dict:
+    """Both profiles for a validated ``recipe``, each with how many of its batches make one epoch."""
+    training = profile(*train_stages(recipe.batch_size, recipe.kernels), bandwidth_gbs, peak_gflops, reps)
+    evaluation = profile(*eval_stages(recipe.eval_batch_size, recipe.kernels), bandwidth_gbs, peak_gflops, reps)
+    training["batches_per_epoch"] = recipe.train_size / recipe.batch_size
+    evaluation["batches_per_epoch"] = recipe.test_size / recipe.eval_batch_size
+    return {"training batch": training, "evaluation batch": evaluation}

@@ -126,11 +126,33 @@ def profile_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def epoch_floor(results: dict) -> dict:
+    """The profile scaled to one epoch: stages summed, steps timed whole, and the floor, in ms."""
+    parts = results["profile"].values()
+    return {
+        "stages_ms": sum(sum(s["ms"]["median"] for s in p["stages"]) * p["batches_per_epoch"] for p in parts),
+        "whole_ms": sum(p["whole_ms"]["median"] * p["batches_per_epoch"] for p in parts),
+        "floor_ms": sum(sum(s["floor_ms"] for s in p["stages"]) * p["batches_per_epoch"] for p in parts),
+    }
+
+
+def epoch_floor_line(results: dict) -> str:
+    epoch = epoch_floor(results)
+    measured = results["contenders"].get("numpy-f32", {}).get("epoch_s")
+    line = (
+        f"Per epoch (the batches above times the batches in an epoch): the stages add up to {number(epoch['stages_ms'])} ms, "
+        f"the steps timed whole to {number(epoch['whole_ms'])} ms, their floor to {number(epoch['floor_ms'])} ms"
+    )
+    if measured:
+        line += f"; the measured numpy float32 epoch takes {number(1e3 * measured['median'])} ms, {number(1e3 * measured['median'] / epoch['floor_ms'])}x its floor"
+    return line + "."
+
+
 def markdown(results: dict) -> str:
     """The whole report: machine, contenders, targets, and (when measured) scaling and profile."""
     parts = [f"### {results['machine']['name']}\n", machine_line(results), "", contender_table(results), "", target_lines(results)]
     if results.get("scaling"):
         parts += ["", "### Scaling (portable-cnn numpy float32 against PyTorch)", scaling_table(results)]
     if results.get("profile"):
-        parts += ["", "### Where the time goes (numpy float32, one batch)", profile_table(results)]
+        parts += ["", "### Where the time goes (numpy float32, one batch)", profile_table(results), "", epoch_floor_line(results)]
     return "\n".join(parts) + "\n"

@@ -148,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
     profiled = None
     if not args.no_profile:
         bandwidth, peak = machine["copy_bandwidth_gbs"], machine["gemm_peak_gflops"]["float32"]
-        eval_batch = Config().validated().eval_batch_size
-        profiled = section(loads, "profile", lambda: profile_stages.run(bandwidth, peak, args.profile_reps, eval_batch))
+        recipe = Config().validated()
+        profiled = section(loads, "profile", lambda: profile_stages.run(bandwidth, peak, args.profile_reps, recipe))
     settings = {key: getattr(args, key) for key in ("quick", "reps", "notebook_reps", "sweep_reps", "profile_reps", "threads")}
     results = document(machine, settings, loads, rows, swept, profiled)
     path = report.write_json(results, args.out / f"{stem}.json")

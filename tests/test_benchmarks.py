@@ -12,6 +12,7 @@ import pytest
 from benchmarks import compare, contenders, memory_probe, profile_stages, report, timing
 from benchmarks.contenders import Contender
 from benchmarks.run import document
+from portable_cnn import Config
 
 from .conftest import REPO
 
@@ -53,12 +54,15 @@ def cell_median(cell: str) -> float:
     return float(re.match(r"([\d.]+)", cell).group(1))
 
 
+MACHINE = {"name": "synthetic", "cpu": "test", "cores": 2, "blas": "none", "numpy": "0", "threads": {"OMP_NUM_THREADS": "1"},
+           "gemm_peak_gflops": {"float32": 100.0, "float64": 50.0}, "copy_bandwidth_gbs": 10.0}
+SYNTHETIC_RESULTS = document(MACHINE, {}, {}, {})
+
+
 def test_the_table_shows_the_json_figures(tmp_path):
     built = {"notebook": fake("notebook", 0.02), "numpy-f32": fake("numpy-f32", 0.002), "pytorch": fake("pytorch", 0.004)}
     rows = compare.measure(built, {"notebook": 1, "numpy-f32": 2, "pytorch": 2}, {"float32": 100.0, "float64": 50.0}, log=lambda _: None)
-    machine = {"name": "synthetic", "cpu": "test", "cores": 2, "blas": "none", "numpy": "0", "threads": {"OMP_NUM_THREADS": "1"},
-               "gemm_peak_gflops": {"float32": 100.0, "float64": 50.0}, "copy_bandwidth_gbs": 10.0}
-    path = report.write_json(document(machine, {"quick": True}, {"contenders": [0.5, 0.7]}, rows), tmp_path / "synthetic.json")
+    path = report.write_json(document(MACHINE, {"quick": True}, {"contenders": [0.5, 0.7]}, rows), tmp_path / "synthetic.json")
     results = report.read_json(path)
     table = report.markdown(results)
 
@@ -105,8 +109,12 @@ def test_memory_probe_measures_a_fresh_process(mnist_dir):
 
 
 def test_profile_stages_follow_the_model():
-    for stages, whole, _ in (profile_stages.train_stages(batch=8), profile_stages.eval_stages(batch=8)):
-        result = profile_stages.profile(stages, whole, "tiny", bandwidth_gbs=10.0, peak_gflops=100.0, reps=1)
-        assert [row["stage"] for row in result["stages"]] == [stage["stage"] for stage in stages]
+    recipe = Config(batch_size=8, eval_batch_size=4, train_size=16, test_size=16).validated()
+    profiled = profile_stages.run(bandwidth_gbs=10.0, peak_gflops=100.0, reps=1, recipe=recipe)
+    assert [p["batches_per_epoch"] for p in profiled.values()] == [2, 4]
+    for result in profiled.values():
         assert all(row["floor_ms"] > 0 for row in result["stages"])
+    epoch = report.epoch_floor({"profile": profiled})
+    assert 0 < epoch["floor_ms"] < epoch["stages_ms"]
+    assert "### Where the time goes" in report.markdown({**SYNTHETIC_RESULTS, "profile": profiled})
 
