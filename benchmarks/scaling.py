@@ -62,13 +62,14 @@ def plot(scaling: dict, path) -> None:
     figure, axes = plt.subplots(2, len(scaling), figsize=(4 * len(scaling), 7), squeeze=False)
     for column, (setting, points) in enumerate(scaling.items()):
         values = [p["value"] for p in points]
-        for key in KEYS:
+        for key, color in zip(KEYS, ("tab:blue", "tab:orange")):
             for phase in points[0][key]["phases"]:
                 medians = [p[key][f"{phase}_s"]["median"] for p in points]
-                axes[0][column].plot(values, medians, marker="o", label=f"{key} {phase}")
+                style = "-" if phase == "train" else "--"
+                axes[0][column].plot(values, medians, style, color=color, marker="o", label=f"{key} {phase}")
             peaks = [_peak(p[key]) for p in points]
             if all(peak is not None for peak in peaks):
-                axes[1][column].plot(values, peaks, marker="o", label=key)
+                axes[1][column].plot(values, peaks, color=color, marker="o", label=key)
         for row, unit in enumerate(("seconds (median)", "peak MiB (RSS growth)")):
             axis = axes[row][column]
             axis.set_xscale("log", base=2)
