@@ -62,7 +62,7 @@ def notebook(mnist, key: str, label: str, **overrides) -> Contender:
 
 
 def portable(mnist, key: str, label: str, **settings) -> Contender:
-    """portable-cnn through its library API; ``settings`` are :class:`~portable_cnn.trainer.Config` fields."""
+    """portable-cnn through its library API; ``settings`` are :class:`~portable_cnn.config.Config` fields."""
     # Never the last epoch and never due for a test: run_epoch then trains only, and evaluate() is timed apart.
     config = Config(epochs=2**62, test_every=2**62, quiet=True, **settings).validated()
     backend = get_backend(config.backend, config.device)
@@ -89,16 +89,16 @@ def portable(mnist, key: str, label: str, **settings) -> Contender:
     )
 
 
-def pytorch(mnist, key: str, label: str, device: str = "cpu", **settings) -> Contender:
+def pytorch(mnist, key: str, label: str, device: str, **settings) -> Contender:
     """The idiomatic PyTorch peer (benchmarks/torch_peer.py) on portable-cnn's default recipe and ``settings``."""
     from .torch_peer import TorchPeer
 
     peer = TorchPeer(mnist, device=device, **settings)
-    recipe = Config(backend="torch", device=device, **settings)
+    recipe = Config(backend="torch", device=device, **settings).validated()
     positions = output_side(recipe.kernel_size, book=False)
     trained, tested = peer.train_images.shape[0], peer.test_images.shape[0]
     return Contender(
-        key, label, "float32", trained, tested,
+        key, label, recipe.dtype, trained, tested,
         trained * flops.train_flops_per_image(positions, recipe.kernel_size, recipe.kernels),
         tested * flops.eval_flops_per_image(positions, recipe.kernel_size, recipe.kernels),
         peer.train_epoch, peer.evaluate, peer.sync,

@@ -7,9 +7,9 @@ images) in interleaved rounds after a warm-up, probes peak memory in fresh proce
 this machine's GEMM peak and copy bandwidth, sweeps batch size, training-set size, kernel count
 and evaluation batch size, and profiles one training and one evaluation batch stage by stage.
 Writes ``<out>/<machine>.json`` (and ``<machine>-scaling.png``) and prints a Markdown report.
-``--quick`` is the one-minute version: the three contenders the targets compare (notebook,
-numpy float32, PyTorch), two rounds, a short profile; no sweeps and no memory probes
-(written to ``<machine>-quick.json``).
+``--quick`` takes about 30 s: the three contenders the targets compare (notebook, numpy
+float32, PyTorch), two rounds, a short profile; no sweeps and no memory probes (written to
+``<machine>-quick.json``).
 """
 
 from __future__ import annotations
@@ -35,15 +35,22 @@ def default_data_dir() -> str | None:
     return os.environ.get("PORTABLE_CNN_DATA_DIR") or (str(shared) if shared.is_dir() else None)
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="benchmarks/run.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="about a minute: the targets' three contenders, few rounds, no sweeps")
-    parser.add_argument("--reps", type=int, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})")
-    parser.add_argument("--notebook-reps", type=int, help=f"rounds for the notebook, ~8-12 s each (default {FULL['notebook_reps']})")
+    parser.add_argument("--quick", action="store_true", help="about 30 s: the targets' three contenders, few rounds, no sweeps")
+    parser.add_argument("--reps", type=positive, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})")
+    parser.add_argument("--notebook-reps", type=positive, help=f"rounds for the notebook, ~8 s each (default {FULL['notebook_reps']})")
     parser.add_argument("--contenders", help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-native, numpy-f64, numpy-book, torch-f32, strict-f32, pytorch)")
-    parser.add_argument("--threads", type=int, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)")
+    parser.add_argument("--threads", type=positive, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the sweeps and their plot")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-stage profile")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
@@ -124,19 +131,19 @@ def main(argv=None) -> int:
 def run(args: argparse.Namespace) -> int:
     from benchmarks import contenders, profile_stages, report, scaling
     from benchmarks import machine as machine_info
-    from portable_cnn import load_mnist
+    from portable_cnn import UserError, load_mnist
     from portable_cnn.config import Config
 
+    keys = args.contenders.split(",") if args.contenders else list(contenders.CONTENDERS)
+    unknown = sorted(set(keys) - set(contenders.CONTENDERS))
+    if unknown:
+        raise UserError(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(contenders.CONTENDERS)}")
     threads.pin_torch(args.threads)
     loads = {}
     mnist = load_mnist(args.data_dir)
     machine = section(loads, "machine", measure_machine)
     name = args.machine or machine_info.slug(machine) + (f"-threads{args.threads}" if args.threads else "")
     machine["name"] = name
-    keys = args.contenders.split(",") if args.contenders else list(contenders.CONTENDERS)
-    unknown = sorted(set(keys) - set(contenders.CONTENDERS))
-    if unknown:
-        raise SystemExit(f"unknown contender(s) {unknown}; choose from {', '.join(contenders.CONTENDERS)}")
 
     rows = section(loads, "contenders", lambda: compare_contenders(mnist, keys, args, machine["gemm_peak_gflops"]))
     swept = None

@@ -40,7 +40,7 @@ class TorchPeer:
     """Data on the device once, then ``train_epoch()`` and ``evaluate()`` as separately timed calls."""
 
     def __init__(self, mnist, *, device="cpu", **settings):
-        """``settings`` are :class:`~portable_cnn.trainer.Config` fields (batch_size, kernels, ...) of the recipe."""
+        """``settings`` are :class:`~portable_cnn.config.Config` fields (batch_size, kernels, ...) of the recipe."""
         recipe = Config(backend="torch", device=device, **settings).validated()
         if recipe.book:
             raise ValueError("the PyTorch peer implements the default recipe, not --book")

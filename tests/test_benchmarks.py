@@ -92,6 +92,19 @@ def test_the_real_contenders_run_through_the_library_api(mnist):
     assert all(row["epoch_s"]["median"] > 0 for row in rows.values())
 
 
+def test_the_pytorch_peer_takes_the_default_recipes_step(mnist):
+    """Same recipe, other random streams: after two epochs both are at the same accuracy (~0.78)."""
+    pytest.importorskip("torch")
+    from benchmarks.torch_peer import TorchPeer
+    from portable_cnn import train
+
+    peer = TorchPeer(mnist)
+    for _ in range(2):
+        peer.train_epoch()
+    ours = train(Config(epochs=2, quiet=True), mnist).history[-1].test_acc
+    assert peer.evaluate() / 10000 == pytest.approx(ours, abs=0.03)
+
+
 def test_the_notebooks_code_trains_like_the_book(mnist):
     """The reference's first training epoch gives the book's first Train-Acc (0.055)."""
     from benchmarks.reference.notebook_cnn import Notebook
