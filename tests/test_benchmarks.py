@@ -128,6 +128,7 @@ def test_the_notebooks_code_trains_like_the_book(mnist):
     assert book.train_epoch() / 1000 == 0.055
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the probe reads /proc/self")
 def test_memory_probe_measures_a_fresh_process(mnist_dir):
     figures = memory_probe.probe("numpy-f32", {"train_size": 256, "test_size": 1000}, str(mnist_dir))
     assert set(figures) == {"train", "eval"}, figures
