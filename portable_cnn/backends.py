@@ -40,10 +40,6 @@ class Backend:
         """Copy a host (numpy) array to this backend's device."""
         return self.xp.asarray(host_array, dtype=dtype, device=self.device)
 
-    def to_host(self, array) -> np.ndarray:
-        """Copy an array of any supported library back to a numpy array."""
-        return to_host(array)
-
     def sync(self):
         """Wait for queued device work (for honest timers); a no-op on the CPU."""
         if is_cupy_namespace(self.xp):

@@ -78,8 +78,7 @@ class Config:
         kernel_alpha = self.alpha if self.book else self.alpha * self.batch_size
         recipe = {**(BOOK_RECIPE if self.book else DEFAULT_RECIPE), "kernel_alpha": kernel_alpha}
         chosen = {name: value for name, value in recipe.items() if getattr(self, name) is None}
-        on_gpu = self.backend == "cupy" or str(self.device or "").startswith("cuda")
-        eval_batch_size = self.eval_batch_size or (GPU_EVAL_BATCH if on_gpu else CPU_EVAL_BATCH)
+        eval_batch_size = self.eval_batch_size or default_eval_batch(self.backend, self.device)
         return dataclasses.replace(self, dtype=dtype, eval_batch_size=eval_batch_size, **chosen)
 
     def recipe(self) -> dict:
@@ -102,3 +101,9 @@ CPU_EVAL_BATCH, GPU_EVAL_BATCH = 128, 2048
 def output_side(kernel_size: int, book: bool) -> int:
     """Positions per side of a valid convolution; the notebook's ``range(28 - 3)`` visits one fewer."""
     return IMAGE_SIDE - kernel_size + (0 if book else 1)
+
+
+def default_eval_batch(backend: str, device: str | None) -> int:
+    """Test images per evaluation batch when none is given: CPU_EVAL_BATCH, or GPU_EVAL_BATCH on a GPU."""
+    on_gpu = backend == "cupy" or str(device or "").startswith("cuda")
+    return GPU_EVAL_BATCH if on_gpu else CPU_EVAL_BATCH

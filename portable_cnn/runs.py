@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from array_api_compat import array_namespace
 
 from . import checkpoint
+from .backends import to_host
 from .config import RECIPE_FIELDS, Config
 from .errors import UserError
 from .metrics import EpochRecord
@@ -114,7 +115,7 @@ class Saver:
             data=self.data,
             backend={"name": self.backend.name, "device": str(self.backend.device)},
         )
-        kernels, weights = self.backend.to_host(model.kernels), self.backend.to_host(model.weights)
+        kernels, weights = to_host(model.kernels), to_host(model.weights)
         return checkpoint.save(path, checkpoint.Checkpoint(kernels, weights, meta))
 
     def restore(self, saved: checkpoint.Checkpoint, random, num_batches: int):
