@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import tempfile
 
 from .errors import UserError, reason
@@ -24,7 +25,8 @@ def check_writable(path, what: str) -> pathlib.Path:
 
 def write_atomically(path, data: bytes, what: str) -> pathlib.Path:
     """Replace ``path`` by ``data`` all at once (temporary file, fsync, rename): a crash or a full disk
-    leaves the old file, never a partial one, and no temporary file behind."""
+    leaves the old file, never a partial one, and no temporary file behind; the temporaries that a killed
+    writer left (``.NAME.XXXXXXXX.tmp``) go with the next successful write of NAME."""
     path = check_writable(path, what)
     mode = path.stat().st_mode & 0o777 if path.is_file() else 0o666 & ~_umask()
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -35,6 +37,7 @@ def write_atomically(path, data: bytes, what: str) -> pathlib.Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+        _remove_stale_temporaries(path)
     except OSError as error:
         _remove(temporary)
         raise UserError(f"cannot write {what} {path}: {error.strerror or reason(error)}") from None
@@ -43,6 +46,14 @@ def write_atomically(path, data: bytes, what: str) -> pathlib.Path:
         raise
     _fsync_folder(path.parent)
     return path
+
+
+def _remove_stale_temporaries(path: pathlib.Path) -> None:
+    """Remove what killed writers of ``path`` left: its own temporaries' pattern only (``mkstemp``'s 8 characters)."""
+    own = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    for entry in os.scandir(path.parent):
+        if own.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            _remove(entry.path)
 
 
 def _umask() -> int:

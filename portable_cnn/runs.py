@@ -8,6 +8,7 @@ after the run was saved, a NaN or infinity in :class:`Diverged` with the last go
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Callable, NamedTuple
 
 from . import checkpoint, metrics
@@ -26,7 +27,7 @@ from .callbacks import (
     show_progress,
 )
 from .config import RECIPE_FIELDS, Config
-from .datasets import fingerprint, load_mnist
+from .datasets import EMBEDDED_SOURCE, fingerprint, load_mnist
 from .errors import UserError
 from .files import check_writable
 from .model import ConvNet
@@ -60,7 +61,7 @@ def train(
 ) -> TrainResult:
     """Train the network as ``config`` says; returns the model and one EpochRecord per epoch.
 
-    ``data`` is an :class:`~portable_cnn.datasets.Mnist` (``load_mnist(config.data_dir)`` when omitted).
+    ``data`` is an :class:`~portable_cnn.datasets.Mnist` (``load_mnist(config.data_dir, ...)`` when omitted).
     Unless ``config.quiet`` each evaluated epoch prints the notebook's line; ``config.save``,
     ``config.metrics`` and ``config.resume`` write and continue runs (a resumed run's history starts
     with its checkpoint's epochs). ``on_epoch`` is called with each new EpochRecord; ``stop`` (anything
@@ -76,7 +77,10 @@ def train(
         check_resumable(config, resumed)
     backend = get_backend(config.backend, config.device)
     if data is None:
-        data = load_mnist(config.data_dir)
+        data = load_mnist(config.data_dir, train_size=config.train_size, test_size=config.test_size)
+    if data.source == EMBEDDED_SOURCE and not config.quiet:
+        print(f"portable-cnn: training on {EMBEDDED_SOURCE} of MNIST ({len(data.train_images)} training, "
+              f"{len(data.test_images)} test images)", file=sys.stderr)
     with backend.activated():
         device_data = to_device(data, config, backend)
         random = make_random(config.random_kind(), backend, config.seed)
