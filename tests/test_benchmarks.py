@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import sys
 
@@ -22,32 +21,6 @@ def test_run_help_works_without_measuring_anything():
     done = subprocess.run([sys.executable, "benchmarks/run.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "usage: benchmarks/run.py" in done.stdout and "--quick" in done.stdout
-
-
-@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine may have a GPU")
-def test_gpu_check_says_cleanly_that_there_is_no_gpu(tmp_path):
-    script = ["bash", "benchmarks/gpu_check.sh", "--out", str(tmp_path)]
-    dry = subprocess.run(script + ["--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
-    assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.strip() == "gpu_check: no NVIDIA GPU on this machine (nvidia-smi finds none); nothing to run"
-    assert dry.stderr == ""
-    real = subprocess.run(script, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
-    assert real.returncode == 1 and "no NVIDIA GPU" in real.stdout
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_the_gpu_timings_run_end_to_end_on_the_cpu(mnist):
-    """gpu_bench's logic with CPU stand-ins (numpy for cupy, torch CPU for CUDA), tiny: it must not wait for a GPU to fail."""
-    pytest.importorskip("torch")
-    from benchmarks import gpu_bench
-
-    trainings = gpu_bench.runs("numpy", "cpu", train_size=256, test_size=500)
-    rows = gpu_bench.measure(mnist, trainings, epochs=2, reps=1, sync=lambda: None, warmup_epochs=1, log=lambda _: None)
-    results = json.loads(json.dumps(gpu_bench.document("CPU stand-in", "test", 2, 1, 0, rows)))
-    assert rows["book"]["library_epoch_seconds"]["n"] == 2 and rows["peer"]["vs_peer"]["median"] == 1.0
-    table = gpu_bench.table(results)
-    assert "| portable-cnn numpy --book (float64) |" in table and "PyTorch idiomatic cpu float32" in table
-    assert len([line for line in table.splitlines() if line.startswith(("- MET: ", "- MISSED: "))]) == 2
 
 
 def test_rounds_are_interleaved_after_a_dropped_warm_up_and_ratios_are_paired():
