@@ -4,7 +4,7 @@
 #   1. array-api-compat and array-api-strict from the wheels carried in benchmarks/wheels (into a temporary folder),
 #   2. pytest -m gpu -rs: the gpu-marked tests on cupy, torch CUDA and jax GPU; a skipped test counts as a failure,
 #   3. benchmarks/gpu_checks.py: no host sync in the batch loop (torch sync debug mode "error",
-#      cupyx.allow_synchronize(False), jax.transfer_guard("disallow")), Philox bits equal to numpy's, 5 float32
+#      cupyx.allow_synchronize(False), jax.transfer_guard_device_to_host("disallow")), Philox bits equal to numpy's, 5 float32
 #      epochs within 0.005 test accuracy of numpy, 1 float64 epoch within 1e-10, a mid-epoch stop and resume,
 #      and `info`, `--device cuda:1` and CUDA_VISIBLE_DEVICES="" each ending in one line,
 #   4. benchmarks/gpu_bench.py: 300-epoch trainings timed (cupy, torch CUDA, jax, the PyTorch peer, --book), and

@@ -41,6 +41,8 @@ class Library:
     activate: Callable[[Any, Any], Any] = lambda module, device: contextlib.nullcontext()
     sync: Callable[[Any, Any], None] = lambda module, device: None
     native: Callable[[Any, Any, int], NativeGenerator] | None = None  # (module, device, seed) -> its own generator
+    compile: Callable[[Any, Callable], Callable] | None = None  # (module, pure function) -> one compiled call
+    array_module: str | None = None  # the top module of its array type, where it is not ``module`` (jax: jaxlib)
 
     def on_gpu(self, device: str | None) -> bool:
         """Whether ``--device`` names one of its GPUs (read from the text alone: nothing is imported)."""
@@ -226,6 +228,63 @@ def _cupy_native(cupy, device, seed: int) -> NativeGenerator:
     return NativeGenerator("cupy", lambda shape, dtype, to_device: generator.random(shape, dtype=dtype), lambda: None, load)
 
 
+# --- jax ------------------------------------------------------------------------------------------------
+
+JAX_PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "tpu": "tpu"}  # --device prefix -> JAX's platform
+
+
+def _jax_device(jax, device: str | None):
+    """cpu, cuda[:N] / gpu[:N] (NVIDIA or AMD) or tpu[:N], checked against the devices JAX sees."""
+    prefix, _, number = str(device or "cpu").partition(":")
+    if prefix not in JAX_PLATFORMS or not (number.isdigit() or number == ""):
+        raise UserError(f"unknown jax device '{device}'; use cpu, cuda:N, gpu:N or tpu:N")
+    try:
+        found = jax.devices(JAX_PLATFORMS[prefix])
+    except RuntimeError as error:  # JAX has no such platform here (no CUDA plugin, no TPU)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"jax sees no {prefix} device for '{device}' ({reason}); use --device cpu, or install "
+                        "'portable-cnn[jax-cuda13]' for NVIDIA GPUs") from None
+    index = int(number or 0)
+    if index >= len(found):
+        raise UserError(f"jax sees {len(found)} {prefix} device(s); '{device}' does not exist")
+    return found[index]
+
+
+def _jax_devices(jax) -> list[str]:
+    names = []
+    for platform in ("cpu", "gpu", "tpu"):
+        try:
+            names += [f"{'cuda' if device.platform == 'gpu' else device.platform}:{device.id}" for device in jax.devices(platform)]
+        except RuntimeError:
+            continue
+    return names
+
+
+@contextlib.contextmanager
+def _jax_activate(jax, device):
+    """64-bit integers and floats (Philox's int64 words, --dtype float64) and the run's device, for this run only:
+    JAX's global default (32 bits) is left as it was."""
+    with jax.enable_x64(True), jax.default_device(device):
+        yield
+
+
+def _jax_sync(jax, device):
+    """Wait for the device: a trivial computation queued after the run's work is ready only when that work is."""
+    jax.block_until_ready(jax.device_put(0, device) + 0)
+
+
+def _jax_native(jax, device, seed: int) -> NativeGenerator:
+    """JAX's own threefry keys: draw ``i`` uses ``fold_in(key(seed), i)``, so the state is a count."""
+    state = {"draws": 0}
+
+    def draw(shape, dtype, to_device):
+        key = jax.random.fold_in(jax.random.key(seed), state["draws"])
+        state["draws"] += 1
+        return jax.device_put(jax.random.uniform(key, shape, dtype=getattr(jax.numpy, dtype)), device)
+
+    return NativeGenerator("jax", draw, lambda: dict(state), lambda saved: state.update(draws=int(saved["draws"])))
+
+
 def _compat(name: str):
     return lambda module: importlib.import_module(f"array_api_compat.{name}")
 
@@ -246,6 +305,12 @@ LIBRARIES = {
             "torch", "torch", "'portable-cnn[torch]'", _compat("torch"), _torch_device, _torch_devices,
             lambda array: array.detach().cpu().numpy(), gpu="cuda",
             activate=_torch_activate, sync=_torch_sync, native=_torch_native,
+        ),
+        Library(
+            "jax", "jax", "'portable-cnn[jax]' (CPU) or 'portable-cnn[jax-cuda13]' (NVIDIA GPU)",
+            lambda jax: importlib.import_module("jax.numpy"), _jax_device, _jax_devices, np.asarray, gpu="cuda",
+            activate=_jax_activate, sync=_jax_sync, native=_jax_native, compile=lambda jax, function: jax.jit(function),
+            array_module="jaxlib",
         ),
         Library(
             "array-api-strict", "array_api_strict", "'portable-cnn[test]'", lambda module: module, _strict_device,
@@ -286,15 +351,33 @@ def default_eval_batch(name: str, device: str | None) -> int:
     return EVAL_BATCH["gpu" if library(name).on_gpu(device) else "cpu"]
 
 
+def library_of(array) -> Library | None:
+    """The registry entry of an array's library, found by the module of its type (None for other arrays)."""
+    root = type(array).__module__.partition(".")[0]
+    return next((entry for entry in LIBRARIES.values() if root in (entry.module, entry.array_module)), None)
+
+
 def to_host(array) -> np.ndarray:
     """A numpy copy of an array of any backend (for saving and printing), found by the array's module."""
     if isinstance(array, np.ndarray):
         return array
-    root = type(array).__module__.partition(".")[0]
-    for entry in LIBRARIES.values():
-        if entry.module == root:
-            return entry.to_host(array)
-    return np.asarray(array)  # other buffer- or DLPack-capable arrays
+    entry = library_of(array)
+    return np.asarray(array) if entry is None else entry.to_host(array)  # others: buffer- or DLPack-capable
+
+
+def compiled(function: Callable, library: str) -> Callable:
+    """``function`` compiled whole by the named library where it offers that (``jax.jit``), else itself:
+    the same math, one call instead of one dispatch per operation."""
+    entry = LIBRARIES.get(library)
+    if entry is None or entry.compile is None:
+        return function
+    return entry.compile(importlib.import_module(entry.module), function)
+
+
+def library_name(array) -> str:
+    """The backend name of an array's library ('' for an array of no registered library)."""
+    entry = library_of(array)
+    return "" if entry is None else entry.name
 
 
 def describe_backends() -> list[dict]:

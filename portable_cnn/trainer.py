@@ -5,6 +5,7 @@ callbacks do that. Device scalars come to the host once per epoch, never inside 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
 from . import book, ops
+from .backends import compiled, library_name
 from .config import Config, output_side
 from .errors import UserError
 from .model import KEEP_PROB, NUM_CLASSES, ConvNet
@@ -129,13 +131,43 @@ def batches(config: Config, train_size: int) -> list[tuple[int, int]]:
     return ops.slices(trained, config.batch_size)
 
 
+@functools.lru_cache(maxsize=64)
+def batch_correct(library: str, kernel_size: int, positions: int):
+    """``count(kernels, weights, images, labels)``: one batch's correct predictions, compiled where the
+    library compiles (one function object per network shape, so a compiled one is reused every epoch)."""
+
+    def count(kernels, weights, images, labels):
+        return ops.count_correct(ConvNet(kernels, weights, kernel_size, positions).logits(images), labels)
+
+    return compiled(count, library)
+
+
 def correct_predictions(model: ConvNet, images, labels, batch_size: int):
     """Correct predictions over a labelled set, in bounded-memory batches (a device scalar)."""
     xp = array_namespace(model.weights)
+    count = batch_correct(library_name(model.weights), model.kernel_size, model.positions)
     correct = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
     for start, stop in ops.slices(images.shape[0], batch_size):
-        correct = correct + ops.count_correct(model.logits(images[start:stop, ...]), labels[start:stop, ...])
+        correct = correct + count(model.kernels, model.weights, images[start:stop, ...], labels[start:stop, ...])
     return correct
+
+
+@functools.lru_cache(maxsize=64)
+def train_step(library: str, book_recipe: bool, batch_size: int, optimiser: SGD, kernel_size: int, positions: int):
+    """``step(kernels, weights, images, targets, labels, keep_mask, correct, loss, floor)``: one batch's forward
+    pass, gradients and SGD update, and its counts added on the device; pure (new arrays in, new arrays out),
+    so that a library that compiles (``jax.jit``) runs the whole step as one call. The math is model's and book's."""
+    forward, backward = (book.forward, book.backward) if book_recipe else (ConvNet.forward, ConvNet.backward)
+
+    def step(kernels, weights, images, targets, labels, keep_mask, correct, loss, floor):
+        model = ConvNet(kernels, weights, kernel_size, positions)
+        probabilities, cache = forward(model, images, keep_mask)
+        optimiser.step(model, backward(model, cache, probabilities, targets, batch_size * images.shape[0]))
+        correct = correct + ops.count_correct(probabilities, labels)
+        loss = loss + ops.cross_entropy_sum(probabilities, targets, floor)
+        return model.kernels, model.weights, correct, loss
+
+    return compiled(step, library)
 
 
 def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, history: list[EpochRecord], start: Position):
@@ -144,8 +176,10 @@ def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, his
     Returns None when every epoch ran, or the :class:`Position` reached when a callback set
     ``stop_training`` (looked at before each epoch and each batch; the callbacks' ``on_stop`` then ran).
     """
-    forward, backward = (book.forward, book.backward) if config.book else (ConvNet.forward, ConvNet.backward)
     optimiser = SGD(weight_rate=config.alpha, kernel_rate=config.kernel_alpha)
+    step = train_step(
+        library_name(model.weights), config.book, config.batch_size, optimiser, model.kernel_size, model.positions
+    )
     spans = batches(config, data.train_size)
     state = TrainState(model, config, random, history, spans, start)
     xp, where = array_namespace(model.weights), device_of(model.weights)
@@ -172,11 +206,10 @@ def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, his
                     seconds = resumed.seconds + time.perf_counter() - started
                     stopped = Position(epoch, index, int(correct), float(loss), seconds)
                     break
-                targets = data.train_targets[begin:end, ...]
-                probabilities, cache = forward(model, data.train_images[begin:end, ...], keep_mask)
-                optimiser.step(model, backward(model, cache, probabilities, targets, config.batch_size * (end - begin)))
-                correct = correct + ops.count_correct(probabilities, data.train_labels[begin:end, ...])
-                loss = loss + ops.cross_entropy_sum(probabilities, targets, floor)
+                model.kernels, model.weights, correct, loss = step(
+                    model.kernels, model.weights, data.train_images[begin:end, ...], data.train_targets[begin:end, ...],
+                    data.train_labels[begin:end, ...], keep_mask, correct, loss, floor,
+                )
                 _notify(callbacks, "on_batch_end", state, end - begin)
             if stopped is not None:
                 break

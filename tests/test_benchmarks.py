@@ -97,6 +97,7 @@ def test_the_table_shows_the_json_figures(tmp_path, clock):
 def test_the_real_contenders_run_through_the_library_api(mnist):
     """A tiny round of each fast contender: guards the suite against changes of the trainer's API."""
     keys = ["numpy-f32", "numpy-book", "strict-f32"] + (["pytorch", "torch-f32"] if importlib.util.find_spec("torch") else [])
+    keys += ["jax-f32"] if importlib.util.find_spec("jax") else []
     built = {key: contenders.build(key, mnist, train_size=256, test_size=500) for key in keys}
     rows = compare.measure(built, {key: 1 for key in keys}, {"float32": 100.0, "float64": 50.0}, warmup=0, log=lambda _: None)
     assert rows["numpy-book"]["images_trained"] == 256 and rows["numpy-f32"]["images_tested"] == 500
