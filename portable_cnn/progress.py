@@ -26,17 +26,18 @@ class _NoBar:
         pass
 
 
-def bar(total: int, enabled: bool):
-    """A bar counting trained images (elapsed time and images/s included), or a silent stand-in."""
+def bar(total: int, enabled: bool, unit: str = "img", initial: int = 0):
+    """A bar counting trained images (or ``unit``: runs of a sweep) with elapsed time and rate, or a silent stand-in."""
     if not enabled or tqdm is None:
         return _NoBar()
-    return tqdm(total=total, unit="img", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, unit=unit, unit_scale=unit == "img", file=sys.stderr, dynamic_ncols=True)
 
 
-def print_line(line: str):
-    """Print a result line to stdout without tearing a running bar."""
+def print_line(line: str, file=None):
+    """Print a result line to stdout (or ``file``) without tearing a running bar."""
+    file = file or sys.stdout
     if tqdm is None:
-        print(line, flush=True)
+        print(line, file=file, flush=True)
     else:
-        tqdm.write(line, file=sys.stdout)
-        sys.stdout.flush()
+        tqdm.write(line, file=file)
+        file.flush()
