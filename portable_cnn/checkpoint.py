@@ -1,7 +1,8 @@
 """Checkpoint files: one ``.npz`` holding the parameters as host arrays and a JSON metadata record.
 
 A checkpoint is written atomically (a temporary file in the same folder, fsync, ``os.replace``), so a
-crash or a full disk never leaves a half-written file where a good one was. It holds plain numpy
+crash or a full disk never leaves a half-written file where a good one was; the temporary files that
+a killed writer left behind (``.NAME.XXXXXXXX.tmp``) go with the next successful write of NAME. It holds plain numpy
 arrays and JSON, no pickles, so it loads on every backend and in any later version that reads its
 ``format_version``. Every way a file can be wrong (missing, empty, truncated, corrupt, foreign, from a
 newer version, inconsistent) is a :class:`~portable_cnn.errors.UserError` with a one-line message.
@@ -28,6 +29,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import tempfile
 import zipfile
 import zlib
@@ -148,6 +150,7 @@ def save(path, checkpoint: Checkpoint) -> pathlib.Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+        _remove_stale_temporaries(path)
     except OSError as error:
         _remove(temporary)
         raise UserError(f"cannot save the checkpoint {path}: {error.strerror or error}") from None
@@ -248,6 +251,14 @@ def _remove(path) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _remove_stale_temporaries(path: pathlib.Path) -> None:
+    """Remove what killed writers of ``path`` left: its own temporaries' pattern only (``mkstemp``'s 8 characters)."""
+    own = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    for entry in os.scandir(path.parent):
+        if own.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            _remove(entry.path)
 
 
 def _fsync_folder(folder) -> None:

@@ -175,7 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     for picture in (kernels_parser, maps_parser, curves_parser):
         picture.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the picture file (.png, .svg, .pdf)")
 
-    info_parser = commands.add_parser("info", help="list the backends: installed or not, version, devices")
+    info_parser = commands.add_parser("info", help="the backends (installed or not, version, devices) and the data a run would use")
+    info_parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
+    info_parser.add_argument("--train-size", type=_at_least(1), default=Config().train_size, help="training images a run would ask for")
+    info_parser.add_argument("--test-size", type=_at_least(1), default=Config().test_size, help="test images a run would ask for")
     info_parser.set_defaults(run=_info)
     return parser
 
@@ -343,7 +346,7 @@ def _evaluate(args) -> int:
     from .evaluation import evaluate_model
 
     saved, model = _load_model(args)
-    mnist = load_mnist(args.data_dir)
+    mnist = load_mnist(args.data_dir, test_size=args.test_size)
     count = len(mnist.test_images) if args.test_size is None else args.test_size
     if count > len(mnist.test_images):
         raise UserError(f"--test-size {count} asks for more images than the data has ({len(mnist.test_images)} in {mnist.source})")
@@ -418,7 +421,7 @@ def _plot_maps(args) -> int:
     else:
         from .datasets import load_mnist
 
-        mnist = load_mnist(args.data_dir)
+        mnist = load_mnist(args.data_dir, test_size=args.index + 1)
         if args.index >= len(mnist.test_images):
             raise UserError(f"--index {args.index} is past the last test image ({len(mnist.test_images) - 1})")
         image = mnist.test_images[args.index] / 255.0
@@ -456,7 +459,19 @@ def _info(args) -> int:
             print(f"{row['backend']:<17} {row['version']:<12} devices: {row['devices']}")
         else:
             print(f"{row['backend']:<17} {'not installed':<12} install: {row['install']}")
+    print(f"data: {_describe_data(args)}")
     return 0
+
+
+def _describe_data(args) -> str:
+    """The data source a run with these flags would use and how many images it has (nothing downloaded)."""
+    from .datasets import FULL_SIZES, find_mnist, load_mnist
+
+    source = find_mnist(args.data_dir, train_size=args.train_size, test_size=args.test_size)
+    if source.kind == "download":
+        return f"{source.describe()} ({FULL_SIZES['train']} training, {FULL_SIZES['test']} test images), none found locally"
+    mnist = load_mnist(args.data_dir, download=False, train_size=args.train_size, test_size=args.test_size)
+    return f"{source.describe()}: {len(mnist.train_images)} training, {len(mnist.test_images)} test images"
 
 
 def main(argv=None) -> int:

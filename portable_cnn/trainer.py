@@ -13,7 +13,7 @@ from array_api_compat import device as device_of
 from . import checkpoint, metrics, ops, progress
 from .backends import BookRandom, NativeRandom, PortableRandom, float_warnings_off, get_backend
 from .config import Config, output_side
-from .datasets import fingerprint, load_mnist
+from .datasets import EMBEDDED_SOURCE, fingerprint, load_mnist
 from .errors import UserError
 from .metrics import EpochRecord
 from .model import KEEP_PROB, NUM_CLASSES, ConvNet
@@ -104,7 +104,7 @@ def train(
 ) -> TrainResult:
     """Train the network as ``config`` says; returns the model and one EpochRecord per epoch.
 
-    ``data`` is an :class:`~portable_cnn.datasets.Mnist` (read with ``load_mnist(config.data_dir)`` when
+    ``data`` is an :class:`~portable_cnn.datasets.Mnist` (read with ``load_mnist(config.data_dir, ...)`` when
     omitted). Unless ``config.quiet``, each evaluated epoch prints the notebook's line to stdout and a
     progress bar runs on stderr (``config.progress``; by default when stderr is a terminal).
 
@@ -123,7 +123,10 @@ def train(
         check_resumable(config, resumed)
     backend = get_backend(config.backend, config.device)
     if data is None:
-        data = load_mnist(config.data_dir)
+        data = load_mnist(config.data_dir, train_size=config.train_size, test_size=config.test_size)
+    if data.source == EMBEDDED_SOURCE and not config.quiet:
+        print(f"portable-cnn: training on {EMBEDDED_SOURCE} of MNIST ({len(data.train_images)} training, "
+              f"{len(data.test_images)} test images)", file=sys.stderr)
     device_data = to_device(data, config, backend)
     spans = batches(config, device_data.train_size)
     saver = Saver(config, backend, fingerprint(data, config.train_size))

@@ -4,6 +4,8 @@ every backend, atomic writes, one-line errors for bad files, metrics files, dive
 import dataclasses
 import json
 import os
+import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -241,6 +243,36 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(saved_file, tmp_path
         checkpoint.save(path, good)
     assert path.read_bytes() == saved_file.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.npz"]
+
+
+# A writer that hangs inside save(), after its temporary file is created and before it is renamed.
+HANGING_WRITER = """
+import os, sys, time
+from portable_cnn import checkpoint
+saved = checkpoint.load(sys.argv[1])
+def hang(descriptor):
+    print("writing", flush=True)
+    time.sleep(600)
+os.fsync = hang
+checkpoint.save(sys.argv[2], saved)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_the_next_save_removes_what_a_killed_writer_left_and_nothing_else(saved_file, tmp_path):
+    path = tmp_path / "run.npz"
+    writer = subprocess.Popen([sys.executable, "-c", HANGING_WRITER, str(saved_file), str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "writing\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.communicate(timeout=60)
+    [left] = [p.name for p in tmp_path.iterdir()]
+    assert left.startswith(".run.npz.") and left.endswith(".tmp") and not path.exists()
+    others = [".other.npz.abcd1234.tmp", ".run.npz.abcd12345.tmp", "run.npz.abcd1234.tmp", ".run.npz.abcd1234.txt", ".xrun.npz.abcd1234.tmp"]
+    for name in others:
+        (tmp_path / name).write_text("not ours")
+    checkpoint.save(path, checkpoint.load(saved_file))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run.npz", *others])
+    assert checkpoint.load(path).epoch == checkpoint.load(saved_file).epoch
 
 
 def test_non_finite_parameters_are_never_written(saved_file, tmp_path):
