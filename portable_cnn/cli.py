@@ -17,12 +17,12 @@ import signal
 import sys
 import threading
 
-from . import __version__, checkpoint
-from .backends import BACKENDS, describe_backends, get_backend, to_host
+from . import checkpoint
+from .backends import BACKENDS, default_eval_batch, describe_backends, get_backend, to_host
+from .config import DTYPES, RNGS, Config
 from .errors import UserError
-from .config import DTYPES, RNGS, Config, default_eval_batch
-from .runs import Diverged, Interrupted, config_from_checkpoint
-from .trainer import train
+from .runs import Diverged, Interrupted, config_from_checkpoint, train
+from .version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,7 +79,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser, sweep: bool = False):
 
     run = parser.add_argument_group("run")
     run.add_argument("--backend", choices=BACKENDS, help=f"(default {defaults.backend})")
-    run.add_argument("--device", help="cpu, cuda or cuda:N (torch and cupy)")
+    run.add_argument("--device", help="cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)")
     run.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
     run.add_argument("--eval-batch-size", type=_at_least(1), help="test images per evaluation batch (default 128 on a CPU, 2048 on a GPU)")
     run.add_argument("--test-every", type=_at_least(1), help="evaluate every N epochs (default 1)")
@@ -104,7 +104,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser, sweep: bool = False):
 
 def _add_backend_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="(default numpy)")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (torch and cupy)")
+    parser.add_argument("--device", help="cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)")
 
 
 def _add_checkpoint_argument(parser: argparse.ArgumentParser, required: bool = True):
@@ -300,23 +300,30 @@ def _sweep(args) -> int:
 
 def _execute_sweep(engine, to_do, total: int, complete: int, args):
     """The runs' outcomes, each reported as it comes, with a bar counting runs; and the signal that stopped it, if any."""
-    from . import progress, sweep
+    from . import sweep
+    from .callbacks import print_line, tqdm
 
     show = args.progress if args.progress is not None else not args.quiet and sys.stderr.isatty()
-    engine.on_retry = lambda run: progress.print_line(f"portable-cnn: {run.name}: its worker process died; running it again",
-                                                      file=sys.stderr)
-    with progress.bar(total, show, unit="run", initial=complete) as bar, sweep.StopOnSignals(engine) as signals:
-        def finished(outcome):
-            summary = outcome.summary
-            if outcome.status == "done":
-                bar.update(1)
-                if not args.quiet:
-                    progress.print_line(f"{outcome.run.name}: final test acc {summary['final']:.4f}, best "
-                                        f"{summary['best']:.4f} at epoch {summary['best_epoch']}, {summary['seconds']:.1f} s")
-            elif outcome.status == "failed":
-                progress.print_line(f"portable-cnn: {outcome.run.name} failed: {outcome.error}", file=sys.stderr)
+    engine.on_retry = lambda run: print_line(f"portable-cnn: {run.name}: its worker process died; running it again", file=sys.stderr)
+    bar = tqdm(total=total, initial=complete, unit="run", file=sys.stderr, dynamic_ncols=True) if show and tqdm else None
 
-        return sweep.execute_all(to_do, engine, finished), signals.signal_name
+    def finished(outcome):
+        summary = outcome.summary
+        if outcome.status == "done":
+            if bar is not None:
+                bar.update(1)
+            if not args.quiet:
+                print_line(f"{outcome.run.name}: final test acc {summary['final']:.4f}, best "
+                           f"{summary['best']:.4f} at epoch {summary['best_epoch']}, {summary['seconds']:.1f} s")
+        elif outcome.status == "failed":
+            print_line(f"portable-cnn: {outcome.run.name} failed: {outcome.error}", file=sys.stderr)
+
+    try:
+        with sweep.StopOnSignals(engine) as signals:
+            return sweep.execute_all(to_do, engine, finished), signals.signal_name
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _sweep_report(folder) -> int:
@@ -336,22 +343,26 @@ def _runs(count: int) -> str:
     return f"{count} run{'' if count == 1 else 's'}"
 
 
-def _load_model(args):
+@contextlib.contextmanager
+def _loaded_model(args):
+    """The checkpoint and its model on the chosen backend, with the backend's device active."""
     saved = checkpoint.load(args.checkpoint)
-    return saved, saved.to_model(get_backend(args.backend, args.device))
+    backend = get_backend(args.backend, args.device)
+    with backend.activated():
+        yield saved, saved.to_model(backend)
 
 
 def _evaluate(args) -> int:
     from .datasets import load_mnist
-    from .evaluation import evaluate_model
+    from .evaluation import confusion_of
 
-    saved, model = _load_model(args)
-    mnist = load_mnist(args.data_dir, test_size=args.test_size)
-    count = len(mnist.test_images) if args.test_size is None else args.test_size
-    if count > len(mnist.test_images):
-        raise UserError(f"--test-size {count} asks for more images than the data has ({len(mnist.test_images)} in {mnist.source})")
-    batch_size = args.eval_batch_size or default_eval_batch(args.backend, args.device)
-    result = evaluate_model(model, mnist.test_images[:count], mnist.test_labels[:count], batch_size)
+    with _loaded_model(args) as (saved, model):
+        mnist = load_mnist(args.data_dir, test_size=args.test_size)
+        count = len(mnist.test_images) if args.test_size is None else args.test_size
+        if count > len(mnist.test_images):
+            raise UserError(f"--test-size {count} asks for more images than the data has ({len(mnist.test_images)} in {mnist.source})")
+        batch_size = args.eval_batch_size or default_eval_batch(args.backend, args.device)
+        result = confusion_of(model, mnist.test_images[:count], mnist.test_labels[:count], batch_size)
     if args.plot:
         from . import plots
 
@@ -370,23 +381,22 @@ def _predict(args) -> int:
     from .digits import read_file
     from .evaluation import probabilities
 
-    saved, model = _load_model(args)
     entries, batches = [], []
-    for name in args.files:
-        try:
-            digits, batch = read_file(name)
-        except UserError as error:
-            print(f"portable-cnn: {error}", file=sys.stderr)
-            entries.append({"file": name, "error": str(error)})
-            continue
-        entries.extend({"file": name, "index": i if batch else None} for i in range(digits.shape[0]))
-        batches.append(digits)
-    if batches:
-        import numpy as np
+    with _loaded_model(args) as (saved, model):
+        for name in args.files:
+            try:
+                digits, batch = read_file(name)
+            except UserError as error:
+                print(f"portable-cnn: {error}", file=sys.stderr)
+                entries.append({"file": name, "error": str(error)})
+                continue
+            entries.extend({"file": name, "index": i if batch else None} for i in range(digits.shape[0]))
+            batches.append(digits)
+        if batches:  # all pictures in one call: one transfer each way
+            import numpy as np
 
-        found = iter(probabilities(model, np.concatenate(batches)))
-        for entry in entries:
-            if "error" not in entry:
+            found = iter(probabilities(model, np.concatenate(batches)))
+            for entry in (entry for entry in entries if "error" not in entry):
                 row = next(found)
                 entry.update(digit=int(row.argmax()), probability=float(row.max()), probabilities=[round(float(p), 6) for p in row])
     if args.json:
@@ -403,8 +413,8 @@ def _plot_kernels(args) -> int:
     from . import plots
 
     saved = checkpoint.load(args.checkpoint)
-    size = plots.kernels(saved.kernels, saved.meta["model"]["kernel_size"], args.output,
-                         title=f"learned kernels after {saved.epoch} epochs ({saved.meta['recipe']['name']} recipe)")
+    title = f"learned kernels after {saved.epoch} epochs ({saved.recipe['name']} recipe)"
+    size = plots.kernels(saved.kernels, saved.kernel_size, args.output, title=title)
     return _wrote(args.output, size)
 
 
@@ -412,24 +422,24 @@ def _plot_maps(args) -> int:
     from . import plots
     from .model import as_model_images
 
-    saved, model = _load_model(args)
-    if args.image:
-        from .digits import read_digits
+    with _loaded_model(args) as (saved, model):
+        if args.image:
+            from .digits import read_digits
 
-        image = read_digits(args.image)[0]
-        title = f"{pathlib.Path(args.image).name}"
-    else:
-        from .datasets import load_mnist
+            image = read_digits(args.image)[0]
+            title = f"{pathlib.Path(args.image).name}"
+        else:
+            from .datasets import load_mnist
 
-        mnist = load_mnist(args.data_dir, test_size=args.index + 1)
-        if args.index >= len(mnist.test_images):
-            raise UserError(f"--index {args.index} is past the last test image ({len(mnist.test_images) - 1})")
-        image = mnist.test_images[args.index] / 255.0
-        title = f"test image {args.index} (label {int(mnist.test_labels[args.index])})"
-    images = as_model_images(image[None, ...], model.weights)
-    side = model.positions
-    maps = to_host(model.feature_maps(images))[:, 0, :].reshape(-1, side, side)
-    predicted = int(to_host(model.predict(images))[0])
+            mnist = load_mnist(args.data_dir, test_size=args.index + 1)
+            if args.index >= len(mnist.test_images):
+                raise UserError(f"--index {args.index} is past the last test image ({len(mnist.test_images) - 1})")
+            image = mnist.test_images[args.index] / 255.0
+            title = f"test image {args.index} (label {int(mnist.test_labels[args.index])})"
+        images = as_model_images(image[None, ...], model.weights)
+        side = model.positions
+        maps = to_host(model.feature_maps(images))[:, 0, :].reshape(-1, side, side)
+        predicted = int(to_host(model.predict(images))[0])
     size = plots.feature_maps(image, maps, args.output, title=f"{title}: predicted {predicted}")
     return _wrote(args.output, size)
 

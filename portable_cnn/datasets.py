@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from portable_cnn.errors import UserError
+from .errors import UserError, reason
 
 ENV_VAR = "PORTABLE_CNN_DATA_DIR"
 HINT = (
@@ -171,7 +171,7 @@ def download_mnist(dest=None, *, mirrors=None, checksums=None, timeout=30.0) -> 
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create the MNIST cache directory {dest} ({_reason(e)}): {HINT}") from None
+        raise UserError(f"cannot create the MNIST cache directory {dest} ({reason(e)}): {HINT}") from None
     parts = {}
     try:
         for name, sha256 in checksums.items():
@@ -179,7 +179,7 @@ def download_mnist(dest=None, *, mirrors=None, checksums=None, timeout=30.0) -> 
         for name, part in parts.items():
             os.replace(part, dest / name)
     except OSError as e:
-        raise UserError(f"cannot write the MNIST download into {dest} ({_reason(e)}): {HINT}") from None
+        raise UserError(f"cannot write the MNIST download into {dest} ({reason(e)}): {HINT}") from None
     finally:
         for part in parts.values():
             part.unlink(missing_ok=True)
@@ -208,7 +208,7 @@ def _fetch(name, sha256, mirrors, dest, timeout) -> pathlib.Path:
                 return tmp
             failures.append(f"{url} has SHA-256 {digest.hexdigest()}, expected {sha256}")
         except (OSError, http.client.HTTPException, ValueError) as e:
-            failures.append(f"{url}: {_reason(e)}")
+            failures.append(f"{url}: {reason(e)}")
         tmp.unlink(missing_ok=True)
     raise UserError(f"could not download {name} ({'; '.join(failures)}); nothing was saved: {HINT}")
 
@@ -297,7 +297,7 @@ def _read_idx(path, part, sha256=None) -> np.ndarray:
         else:
             data = path.read_bytes()
     except (OSError, EOFError, zlib.error) as e:
-        raise UserError(f"cannot read {path}: {_reason(e)}; replace the file with a good copy") from None
+        raise UserError(f"cannot read {path}: {reason(e)}; replace the file with a good copy") from None
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise UserError(
             f"{path} has SHA-256 {hashlib.sha256(data).hexdigest()}, expected {sha256}: the file is corrupt; "
@@ -336,7 +336,7 @@ def _load_npz(path) -> Mnist:
                 raise UserError(f"{path} lacks the arrays {', '.join(missing)}: not a Keras mnist.npz")
             arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
-        raise UserError(f"cannot read {path}: {_reason(e)}; replace it with a good mnist.npz") from None
+        raise UserError(f"cannot read {path}: {reason(e)}; replace it with a good mnist.npz") from None
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (ROWS, COLS):
@@ -353,12 +353,6 @@ def _check_labels(labels, where) -> None:
     if bad.size:
         i = int(bad[0])
         raise UserError(f"{where} has label {labels[i]} at index {i}; MNIST labels are 0..9: corrupt file")
-
-
-def _reason(error) -> str:
-    """A one-line description of an exception (a plain URLError wraps the real cause in `.reason`)."""
-    cause = error.reason if type(error) is urllib.error.URLError else error
-    return " ".join(str(cause).split()) or type(error).__name__
 
 
 def fingerprint(mnist, train_size: int) -> dict:

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import pathlib
 import signal
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -26,8 +25,8 @@ from . import checkpoint
 from .backends import get_backend
 from .config import RECIPE_FIELDS, Config
 from .errors import UserError
-from .runs import Interrupted
-from .trainer import train
+from .files import write_atomically
+from .runs import Interrupted, train
 
 RUNS_FOLDER = "runs"
 # Config fields a sweep sets itself, or that make no sense to vary across runs.
@@ -149,7 +148,7 @@ def prepare(runs: list[Run]) -> tuple[list[Run], list[Run]]:
             if saved.epoch == wanted.epochs and saved.batch == 0:
                 complete.append(run)
                 continue
-        write_atomically(record, json.dumps(run_record(run, wanted), indent=1) + "\n")
+        write_atomically(record, (json.dumps(run_record(run, wanted), indent=1) + "\n").encode(), "a sweep run's record")
         to_do.append(run)
     return to_do, complete
 
@@ -169,19 +168,6 @@ def _check_same_run(record: pathlib.Path, wanted: Config) -> None:
         if found.get(name) != getattr(wanted, name):
             raise UserError(f"{record} was run with {name} {found.get(name)}, this sweep has {getattr(wanted, name)}; "
                             "use another --out for other settings")
-
-
-def write_atomically(path: pathlib.Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step: a temporary file in the same folder, then a rename."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def execute(config: Config, threads: int | None) -> dict | None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from . import checkpoint
 from .errors import UserError
-from .sweep import RUNS_FOLDER, summarise_history, write_atomically
+from .files import write_atomically
+from .sweep import RUNS_FOLDER, summarise_history
 
 COLUMNS = ("configuration", "runs", "final_mean", "final_sd", "final_min", "final_max",
            "best_mean", "best_sd", "best_min", "best_max", "best_epoch_mean", "seconds_mean")
@@ -126,8 +127,9 @@ def write(rows: list[dict], results: list[RunResult], incomplete: list[str], fol
     writer.writeheader()
     writer.writerows(flat(row) for row in rows)
     csv_path, json_path, picture_path = (folder / name for name in NAMES)
-    write_atomically(csv_path, text.getvalue())
-    write_atomically(json_path, json.dumps({"configurations": rows, "incomplete": incomplete}, indent=1) + "\n")
+    write_atomically(csv_path, text.getvalue().encode(), "the sweep's summary")
+    write_atomically(json_path, (json.dumps({"configurations": rows, "incomplete": incomplete}, indent=1) + "\n").encode(),
+                     "the sweep's summary")
     written = [csv_path, json_path]
     try:
         import matplotlib  # noqa: F401

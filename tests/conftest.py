@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MNIST files and every backend (GPU ones marked ``gpu``, skipped without one)."""
+"""Shared fixtures: the real MNIST files and every backend of the registry (GPU ones marked ``gpu``,
+skipped without one)."""
 
 import os
 import pathlib
@@ -6,19 +7,26 @@ import pathlib
 import pytest
 
 from portable_cnn import UserError, get_backend, load_mnist
+from portable_cnn.backends import LIBRARIES
 from portable_cnn.datasets import EMBEDDED_DIR, ENV_VAR
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The notebook's own saved output for all 300 epochs (a copy of ../shared/seed/book_output_300_epochs.txt).
 SEED_OUTPUT = REPO / "tests" / "data" / "book_output_300_epochs.txt"
 
-BACKENDS = [
-    pytest.param(("numpy", None), id="numpy"),
-    pytest.param(("array-api-strict", None), id="array-api-strict"),
-    pytest.param(("torch", "cpu"), id="torch"),
-    pytest.param(("cupy", None), id="cupy", marks=pytest.mark.gpu),
-    pytest.param(("torch", "cuda"), id="torch-cuda", marks=pytest.mark.gpu),
-]
+
+def _backend_params():
+    """(name, device) of each library on the CPU, and on its GPU (marked ``gpu``) where it has one."""
+    params = []
+    for name, library in LIBRARIES.items():
+        if library.cpu:
+            params.append(pytest.param((name, None), id=name))
+        if library.gpu is not None:
+            params.append(pytest.param((name, library.gpu), id=f"{name}-{library.gpu}" if library.cpu else name, marks=pytest.mark.gpu))
+    return params
+
+
+BACKENDS = _backend_params()
 
 
 def backend_or_skip(name, device=None):

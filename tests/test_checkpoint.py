@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from portable_cnn import Config, UserError, checkpoint, get_backend, train
-from portable_cnn.backends import BookRandom, NativeRandom, PortableRandom, to_host
+from portable_cnn.backends import to_host
+from portable_cnn.callbacks import show_progress
 from portable_cnn.metrics import read_metrics
+from portable_cnn.rng import BookRandom, NativeRandom, PortableRandom
 from portable_cnn.runs import Diverged, Interrupted
-from portable_cnn.trainer import show_progress
 
 from .conftest import backend_or_skip
 
@@ -98,11 +99,11 @@ def test_native_state_restores_only_on_its_own_library():
 
 @pytest.mark.parametrize("recipe", [BOOK, SMALL], ids=["book", "default"])
 def test_interrupted_in_mid_epoch_resumes_exactly(mnist, tmp_path, recipe):
-    """Stopped before batch 1 of epoch 1 (of 2 batches), the resumed run is the straight one."""
+    """Stopped before batch 1 of epoch 1 (of 2 batches: the 4th look), the resumed run is the straight one."""
     straight = train(recipe, mnist)
     path = tmp_path / "stopped.npz"
     with pytest.raises(Interrupted) as stopped:
-        train(dataclasses.replace(recipe, save=str(path)), mnist, stop=StopAfter(4))
+        train(dataclasses.replace(recipe, save=str(path)), mnist, stop=StopAfter(3))
     assert (stopped.value.epoch, stopped.value.batch, stopped.value.path) == (1, 1, str(path))
     saved = checkpoint.load(path)
     assert (saved.epoch, saved.batch, len(saved.history)) == (1, 1, 1)
