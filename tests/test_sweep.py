@@ -175,6 +175,22 @@ def test_a_dying_worker_fails_only_its_run_and_is_retried_once(tmp_path, functio
     assert all(outcomes[seed].status == "done" and outcomes[seed].summary["seed"] == seed for seed in (2, 3))
 
 
+def report_device(config, threads):
+    return {"device": config.device, "process": os.getpid()}
+
+
+def test_gpu_runs_go_one_per_gpu(tmp_path):
+    runs = [Run(f"seed={seed}", "default", {}, Config(seed=seed, save=str(tmp_path / f"seed={seed}.npz"))) for seed in range(6)]
+    engine = LocalEngine(2, 1, devices=["cuda:0", "cuda:1"], function=report_device)
+    try:
+        outcomes = execute_all(runs, engine, lambda outcome: None)
+    finally:
+        engine.close()
+    placed = {(outcome.summary["process"], outcome.summary["device"]) for outcome in outcomes}
+    assert {device for _, device in placed} == {"cuda:0", "cuda:1"}
+    assert len({process for process, _ in placed}) == 2  # two workers, each always on its own GPU
+
+
 def test_the_dask_engine_runs_the_sweep(mnist_dir, tmp_path, capsys):
     distributed = pytest.importorskip("distributed", reason="the Dask path needs dask[distributed]")
     out = tmp_path / "sweep"
