@@ -60,16 +60,34 @@ def _add_train_arguments(parser: argparse.ArgumentParser):
     # the flags given, which override the checkpoint's settings, from the ones left out.
     defaults = Config()
     recipe = parser.add_argument_group("recipe (the book's values by default)")
-    recipe.add_argument("--book", action="store_true", default=None, help="reproduce the notebook bit for bit, errata included")
-    recipe.add_argument("--epochs", type=_at_least(0), help=f"epochs in all, a resumed checkpoint's included (default {defaults.epochs})")
+    recipe.add_argument(
+        "--book", action="store_true", default=None, help="reproduce the notebook bit for bit, errata included"
+    )
+    recipe.add_argument(
+        "--epochs",
+        type=_at_least(0),
+        help=f"epochs in all, a resumed checkpoint's included (default {defaults.epochs})",
+    )
     recipe.add_argument("--batch-size", type=_at_least(1), help=f"(default {defaults.batch_size})")
     recipe.add_argument("--alpha", type=_positive_float, help=f"learning rate (default {defaults.alpha:g})")
-    recipe.add_argument("--kernel-alpha", type=_positive_float, help="the kernels' learning rate (default: alpha, or alpha * batch size without --book)")
-    recipe.add_argument("--kernel-init", type=_positive_float, help="kernels start U(-x, x) (default: 0.01 with --book, else 1)")
-    recipe.add_argument("--weight-init", type=_positive_float, help="dense weights start U(-x, x) (default: 0.1 with --book, else 0.01)")
+    recipe.add_argument(
+        "--kernel-alpha",
+        type=_positive_float,
+        help="the kernels' learning rate (default: alpha, or alpha * batch size without --book)",
+    )
+    recipe.add_argument(
+        "--kernel-init", type=_positive_float, help="kernels start U(-x, x) (default: 0.01 with --book, else 1)"
+    )
+    recipe.add_argument(
+        "--weight-init", type=_positive_float, help="dense weights start U(-x, x) (default: 0.1 with --book, else 0.01)"
+    )
     recipe.add_argument("--kernels", type=_at_least(1), help=f"number of conv kernels (default {defaults.kernels})")
-    recipe.add_argument("--kernel-size", type=_at_least(1), help=f"kernel side in pixels (default {defaults.kernel_size})")
-    recipe.add_argument("--train-size", type=_at_least(1), help=f"first N training images (default {defaults.train_size})")
+    recipe.add_argument(
+        "--kernel-size", type=_at_least(1), help=f"kernel side in pixels (default {defaults.kernel_size})"
+    )
+    recipe.add_argument(
+        "--train-size", type=_at_least(1), help=f"first N training images (default {defaults.train_size})"
+    )
     recipe.add_argument("--test-size", type=_at_least(1), help=f"first N test images (default {defaults.test_size})")
     recipe.add_argument("--seed", type=_at_least(0), help=f"(default {defaults.seed})")
     recipe.add_argument("--dtype", choices=DTYPES, help="float32 by default, float64 with --book")
@@ -79,28 +97,43 @@ def _add_train_arguments(parser: argparse.ArgumentParser):
     run.add_argument("--backend", choices=BACKENDS, help=f"(default {defaults.backend})")
     run.add_argument("--device", help="cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)")
     run.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
-    run.add_argument("--eval-batch-size", type=_at_least(1), help="test images per evaluation batch (default 128 on a CPU, 2048 on a GPU)")
+    run.add_argument(
+        "--eval-batch-size",
+        type=_at_least(1),
+        help="test images per evaluation batch (default 128 on a CPU, 2048 on a GPU)",
+    )
     run.add_argument("--test-every", type=_at_least(1), help="evaluate every N epochs (default 1)")
     run.add_argument("--quiet", action="store_true", default=None, help="print nothing while training")
     run.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="a progress bar on stderr (default: when stderr is a terminal)",
     )
 
     keep = parser.add_argument_group("checkpoints and metrics")
-    keep.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) every --checkpoint-every epochs and at the end")
     keep.add_argument(
-        "--resume", metavar="PATH",
+        "--save", metavar="PATH", help="write a checkpoint (.npz) every --checkpoint-every epochs and at the end"
+    )
+    keep.add_argument(
+        "--resume",
+        metavar="PATH",
         help="continue the run saved in PATH with its recipe and settings (flags given here override the "
         "settings; the recipe must match); it saves back to PATH unless --save is given",
     )
-    keep.add_argument("--checkpoint-every", type=_at_least(1), metavar="N", help=f"(default {defaults.checkpoint_every})")
-    keep.add_argument("--metrics", metavar="PATH", help="one row per epoch: CSV if PATH ends in .csv, JSON lines if .jsonl")
+    keep.add_argument(
+        "--checkpoint-every", type=_at_least(1), metavar="N", help=f"(default {defaults.checkpoint_every})"
+    )
+    keep.add_argument(
+        "--metrics", metavar="PATH", help="one row per epoch: CSV if PATH ends in .csv, JSON lines if .jsonl"
+    )
 
 
 def _add_backend_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="(default numpy)")
-    parser.add_argument("--device", help="cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)")
+    parser.add_argument(
+        "--device", help="cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)"
+    )
 
 
 def _add_checkpoint_argument(parser: argparse.ArgumentParser, required: bool = True):
@@ -108,14 +141,18 @@ def _add_checkpoint_argument(parser: argparse.ArgumentParser, required: bool = T
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="portable-cnn", description="The chapter-10 CNN of Grokking Deep Learning on any array library.")
+    parser = _Parser(
+        prog="portable-cnn", description="The chapter-10 CNN of Grokking Deep Learning on any array library."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train_parser = commands.add_parser("train", help="train the network on MNIST and print one line per epoch")
     _add_train_arguments(train_parser)
     train_parser.set_defaults(run=_train)
 
-    evaluate_parser = commands.add_parser("evaluate", help="a checkpoint's test accuracy, per-class accuracy and confusion matrix")
+    evaluate_parser = commands.add_parser(
+        "evaluate", help="a checkpoint's test accuracy, per-class accuracy and confusion matrix"
+    )
     _add_checkpoint_argument(evaluate_parser)
     _add_backend_arguments(evaluate_parser)
     evaluate_parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
@@ -128,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser = commands.add_parser("predict", help="the digit in each picture (PNG, JPEG, ...) or .npy array")
     _add_checkpoint_argument(predict_parser)
     _add_backend_arguments(predict_parser)
-    predict_parser.add_argument("files", nargs="+", metavar="FILE", help="pictures of digits, or .npy arrays (28, 28) / (N, 28, 28)")
+    predict_parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="pictures of digits, or .npy arrays (28, 28) / (N, 28, 28)"
+    )
     predict_parser.add_argument("--json", action="store_true", help="print the results as one JSON array")
     predict_parser.set_defaults(run=_predict)
 
@@ -151,12 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", metavar="PATH", help="a checkpoint (its history)")
     curves_parser.set_defaults(run=_plot_curves)
     for picture in (kernels_parser, maps_parser, curves_parser):
-        picture.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the picture file (.png, .svg, .pdf)")
+        picture.add_argument(
+            "-o", "--output", required=True, metavar="OUT.png", help="the picture file (.png, .svg, .pdf)"
+        )
 
-    info_parser = commands.add_parser("info", help="the backends (installed or not, version, devices) and the data a run would use")
+    info_parser = commands.add_parser(
+        "info", help="the backends (installed or not, version, devices) and the data a run would use"
+    )
     info_parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
-    info_parser.add_argument("--train-size", type=_at_least(1), default=Config().train_size, help="training images a run would ask for")
-    info_parser.add_argument("--test-size", type=_at_least(1), default=Config().test_size, help="test images a run would ask for")
+    info_parser.add_argument(
+        "--train-size", type=_at_least(1), default=Config().train_size, help="training images a run would ask for"
+    )
+    info_parser.add_argument(
+        "--test-size", type=_at_least(1), default=Config().test_size, help="test images a run would ask for"
+    )
     info_parser.set_defaults(run=_info)
     return parser
 
@@ -202,8 +249,10 @@ def _train(args) -> int:
             result = train(config, stop=stop)
         except Interrupted as stopped:
             why = stop.signal_name or "interrupted"
-            print(f"portable-cnn: {why}: {stopped}; resume with: portable-cnn train --resume {shlex.quote(stopped.path)}",
-                  file=sys.stderr)
+            print(
+                f"portable-cnn: {why}: {stopped}; resume with: portable-cnn train --resume {shlex.quote(stopped.path)}",
+                file=sys.stderr,
+            )
             return 130
         except Diverged as error:
             print(f"portable-cnn: error: {error}", file=sys.stderr)
@@ -230,7 +279,10 @@ def _evaluate(args) -> int:
         mnist = load_mnist(args.data_dir, test_size=args.test_size)
         count = len(mnist.test_images) if args.test_size is None else args.test_size
         if count > len(mnist.test_images):
-            raise UserError(f"--test-size {count} asks for more images than the data has ({len(mnist.test_images)} in {mnist.source})")
+            raise UserError(
+                f"--test-size {count} asks for more images than the data has "
+                f"({len(mnist.test_images)} in {mnist.source})"
+            )
         batch_size = args.eval_batch_size or default_eval_batch(args.backend, args.device)
         result = confusion_of(model, mnist.test_images[:count], mnist.test_labels[:count], batch_size)
     if args.plot:
@@ -268,7 +320,11 @@ def _predict(args) -> int:
             found = iter(probabilities(model, np.concatenate(batches)))
             for entry in (entry for entry in entries if "error" not in entry):
                 row = next(found)
-                entry.update(digit=int(row.argmax()), probability=float(row.max()), probabilities=[round(float(p), 6) for p in row])
+                entry.update(
+                    digit=int(row.argmax()),
+                    probability=float(row.max()),
+                    probabilities=[round(float(p), 6) for p in row],
+                )
     if args.json:
         print(json.dumps(entries, indent=1))
     else:
@@ -349,7 +405,8 @@ def _describe_data(args) -> str:
 
     source = find_mnist(args.data_dir, train_size=args.train_size, test_size=args.test_size)
     if source.kind == "download":
-        return f"{source.describe()} ({FULL_SIZES['train']} training, {FULL_SIZES['test']} test images), none found locally"
+        sizes = f"{FULL_SIZES['train']} training, {FULL_SIZES['test']} test images"
+        return f"{source.describe()} ({sizes}), none found locally"
     mnist = load_mnist(args.data_dir, download=False, train_size=args.train_size, test_size=args.test_size)
     return f"{source.describe()}: {len(mnist.train_images)} training, {len(mnist.test_images)} test images"
 
