@@ -15,8 +15,6 @@ from . import philox
 from .backends import Backend
 from .errors import UserError
 
-KINDS = ("book", "portable", "native")
-
 
 class BookRandom:
     """The notebook's stream: numpy's legacy ``RandomState(seed)`` on the host, in the notebook's order.
