@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import os
 import pathlib
@@ -71,9 +72,11 @@ def test_plan_is_every_seed_with_every_combination_of_knob_values():
 def test_sweep_through_the_cli_trains_ordinary_runs_then_skips_them(mnist_dir, tmp_path):
     out = tmp_path / "sweep"
     flags = ["sweep", "--seeds", "1-2", "--set", "alpha=1,2", *TINY, "--workers", "2", "--out", str(out)]
-    first = run_cli(*flags, data_dir=mnist_dir)
+    first = run_cli(*flags, "--progress", data_dir=mnist_dir)
     assert first.returncode == 0, first.stderr
     assert "4 to run on 2 worker processes" in first.stderr
+    if importlib.util.find_spec("tqdm"):
+        assert "4/4 [" in first.stderr  # the bar counts runs
     names = [f"alpha={alpha},seed={seed}" for alpha in (1, 2) for seed in (1, 2)]
     saved = {name: checkpoint.load(out / "runs" / f"{name}.npz") for name in names}
     # Each run is the training `train` does with the same flags.
