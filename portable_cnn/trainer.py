@@ -66,7 +66,7 @@ class TrainState:
 
     model: ConvNet
     config: Config
-    random: Any
+    random_source: Any
     history: list[EpochRecord]
     batches: list[tuple[int, int]]
     start: Position
@@ -110,7 +110,7 @@ def to_device(mnist, config: Config, backend) -> DeviceData:
     )
 
 
-def init_model(config: Config, random) -> ConvNet:
+def init_model(config: Config, random_source) -> ConvNet:
     """Kernels ``U(-kernel_init, kernel_init)``, then weights ``U(-weight_init, weight_init)``, in the book's order.
 
     Computed as the notebook does, ``2h * U - h`` (``0.02 * U - 0.01`` for the book's kernels).
@@ -118,7 +118,7 @@ def init_model(config: Config, random) -> ConvNet:
     side = output_side(config.kernel_size, config.book)
 
     def symmetric(shape, half_width):
-        return 2 * half_width * random.uniform(shape, config.dtype) - half_width
+        return 2 * half_width * random_source.uniform(shape, config.dtype) - half_width
 
     kernels = symmetric((config.kernel_size**2, config.kernels), config.kernel_init)
     weights = symmetric((side * side * config.kernels, NUM_CLASSES), config.weight_init)
@@ -170,7 +170,15 @@ def train_step(library: str, book_recipe: bool, batch_size: int, optimiser: SGD,
     return compiled(step, library)
 
 
-def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, history: list[EpochRecord], start: Position):
+def fit(
+    model: ConvNet,
+    data: DeviceData,
+    config: Config,
+    random_source,
+    callbacks,
+    history: list[EpochRecord],
+    start: Position,
+):
     """Train ``model`` from ``start`` to ``config.epochs``, appending to ``history`` and reporting to ``callbacks``.
 
     Returns None when every epoch ran, or the :class:`Position` reached when a callback set
@@ -181,7 +189,7 @@ def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, his
         library_name(model.weights), config.book, config.batch_size, optimiser, model.kernel_size, model.positions
     )
     spans = batches(config, data.train_size)
-    state = TrainState(model, config, random, history, spans, start)
+    state = TrainState(model, config, random_source, history, spans, start)
     xp, where = array_namespace(model.weights), device_of(model.weights)
     floor = ops.probability_floor(model.weights)
     hidden = model.positions**2 * model.num_kernels
@@ -193,9 +201,9 @@ def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, his
             if state.stop_training:  # asked for at the end of the last epoch: stop before drawing this one's masks
                 stopped = resumed
                 break
-            state.epoch_start = Snapshot(model.kernels, model.weights, random.state(), resumed, len(history))
+            state.epoch_start = Snapshot(model.kernels, model.weights, random_source.state(), resumed, len(history))
             started = time.perf_counter()
-            masks = random.keep_masks([(stop - begin, hidden) for begin, stop in spans], KEEP_PROB)
+            masks = random_source.keep_masks([(stop - begin, hidden) for begin, stop in spans], KEEP_PROB)
             correct = xp.asarray(resumed.correct, dtype=xp.int64, device=where)
             loss = xp.asarray(resumed.loss, dtype=model.weights.dtype, device=where)
             for index, ((begin, end), keep_mask) in enumerate(zip(spans, masks)):
@@ -207,8 +215,15 @@ def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, his
                     stopped = Position(epoch, index, int(correct), float(loss), seconds)
                     break
                 model.kernels, model.weights, correct, loss = step(
-                    model.kernels, model.weights, data.train_images[begin:end, ...], data.train_targets[begin:end, ...],
-                    data.train_labels[begin:end, ...], keep_mask, correct, loss, floor,
+                    model.kernels,
+                    model.weights,
+                    data.train_images[begin:end, ...],
+                    data.train_targets[begin:end, ...],
+                    data.train_labels[begin:end, ...],
+                    keep_mask,
+                    correct,
+                    loss,
+                    floor,
                 )
                 _notify(callbacks, "on_batch_end", state, end - begin)
             if stopped is not None:
@@ -223,7 +238,9 @@ def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, his
     return stopped
 
 
-def _epoch_record(model, data: DeviceData, config: Config, epoch: int, correct, loss, clock_offset: float) -> EpochRecord:
+def _epoch_record(
+    model, data: DeviceData, config: Config, epoch: int, correct, loss, clock_offset: float
+) -> EpochRecord:
     """The epoch's figures on the host, evaluating the test set if this epoch is due, brought over in one transfer;
     its seconds are ``time.perf_counter() + clock_offset`` once they are on the host."""
     evaluated = epoch % config.test_every == 0 or epoch + 1 == config.epochs

@@ -25,7 +25,9 @@ from .conftest import REPO
 strict = pytest.importorskip("array_api_strict")
 DEVICE1 = strict.Device("device1")
 CREATORS = ("asarray", "arange", "empty", "eye", "full", "linspace", "ones", "zeros", "from_dlpack")
-SMALL = Config(epochs=2, train_size=256, test_size=300, batch_size=128, quiet=True, backend="array-api-strict", device="device1")
+SMALL = Config(
+    epochs=2, train_size=256, test_size=300, batch_size=128, quiet=True, backend="array-api-strict", device="device1"
+)
 
 
 @pytest.fixture

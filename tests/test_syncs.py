@@ -14,7 +14,17 @@ from portable_cnn import Callback, Config, train
 
 strict = pytest.importorskip("array_api_strict")
 CPU = strict.Device("CPU_DEVICE")
-CONVERSIONS = ("__bool__", "__int__", "__float__", "__complex__", "__index__", "__array__", "__dlpack__", "tolist", "item")
+CONVERSIONS = (
+    "__bool__",
+    "__int__",
+    "__float__",
+    "__complex__",
+    "__index__",
+    "__array__",
+    "__dlpack__",
+    "tolist",
+    "item",
+)
 SMALL = Config(epochs=3, train_size=300, test_size=200, quiet=True, backend="array-api-strict", device="device1")
 
 
@@ -68,7 +78,9 @@ def test_the_counter_sees_a_hidden_sync(host_reads):
 @pytest.mark.parametrize("book", [False, True], ids=["default", "book"])
 @pytest.mark.parametrize("test_every", [1, 2])
 def test_no_host_read_in_the_batch_loop_and_one_per_epoch(mnist, host_reads, book, test_every):
-    history = train(dataclasses.replace(SMALL, book=book, test_every=test_every), mnist, callbacks=(host_reads,)).history
+    history = train(
+        dataclasses.replace(SMALL, book=book, test_every=test_every), mnist, callbacks=(host_reads,)
+    ).history
     assert len(history) == 3
     assert host_reads.inside == [], f"host reads inside the batch loop: {host_reads.inside}"
     # Per epoch, the planned reads only: the stacked figures (correct, loss, test correct) in one transfer, then the
