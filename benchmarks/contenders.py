@@ -2,7 +2,7 @@
 
 Every contender exposes the same two calls, ``train_epoch()`` (1000 images in batches of 128)
 and ``evaluate()`` (all 10000 test images), plus ``sync()`` for honest timers on a GPU.
-portable-cnn is driven through its library API (``portable_cnn.trainer``), as a user would.
+portable-cnn is driven through its own training loop (``portable_cnn.trainer.fit``, one epoch a call).
 """
 
 from __future__ import annotations
@@ -11,17 +11,11 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from portable_cnn import progress
 from portable_cnn.backends import get_backend
+from portable_cnn.callbacks import Callback
 from portable_cnn.config import Config, output_side
-from portable_cnn.trainer import (
-    batches,
-    evaluate,
-    init_model,
-    make_random,
-    run_epoch,
-    to_device,
-)
+from portable_cnn.rng import make_random
+from portable_cnn.trainer import Position, batches, correct_predictions, fit, init_model, to_device
 
 from . import flops
 
@@ -44,6 +38,13 @@ def _no_sync():
     pass
 
 
+class _StopAfterAnEpoch(Callback):
+    """Ends fit() after one epoch (before the next one draws its masks)."""
+
+    def on_epoch_end(self, state, record):
+        state.stop_training = True
+
+
 def notebook(mnist, key: str, label: str, **overrides) -> Contender:
     """The seed notebook's own code (benchmarks/reference/notebook_cnn.py)."""
     if overrides:
@@ -63,23 +64,25 @@ def notebook(mnist, key: str, label: str, **overrides) -> Contender:
 
 def portable(mnist, key: str, label: str, **settings) -> Contender:
     """portable-cnn through its library API; ``settings`` are :class:`~portable_cnn.config.Config` fields."""
-    # Never the last epoch and never due for a test: run_epoch then trains only, and evaluate() is timed apart.
+    # Never the last epoch and never due for a test (epochs from 1): fit() then trains only, and evaluate() is timed apart.
     config = Config(epochs=2**62, test_every=2**62, quiet=True, **settings).validated()
     backend = get_backend(config.backend, config.device)
-    data = to_device(mnist, config, backend)
-    random = make_random(config, backend)
-    model = init_model(config, random)
-    spans = batches(config, data.train_size)
+    with backend.activated():
+        data = to_device(mnist, config, backend)
+        random = make_random(config.random_kind(), backend, config.seed)
+        model = init_model(config, random)
     epochs = itertools.count(1)
-    no_bar = progress.bar(0, enabled=False)
     positions = output_side(config.kernel_size, config.book)
-    trained, tested = spans[-1][1], data.test_images.shape[0]
+    trained, tested = batches(config, data.train_size)[-1][1], data.test_images.shape[0]
+    one_epoch = [_StopAfterAnEpoch()]
 
     def train_epoch():
-        return run_epoch(model, data, config, random, spans, next(epochs), no_bar)
+        with backend.activated():
+            return fit(model, data, config, random, one_epoch, [], Position(next(epochs)))
 
     def test():
-        return int(evaluate(model, data.test_images, data.test_labels, config.eval_batch_size))
+        with backend.activated():
+            return int(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size))
 
     return Contender(
         key, label, config.dtype, trained, tested,
@@ -95,7 +98,7 @@ def pytorch(mnist, key: str, label: str, device: str, **settings) -> Contender:
 
     peer = TorchPeer(mnist, device=device, **settings)
     recipe = Config(backend="torch", device=device, **settings).validated()
-    positions = output_side(recipe.kernel_size, book=False)
+    positions = output_side(recipe.kernel_size, book_recipe=False)
     trained, tested = peer.train_images.shape[0], peer.test_images.shape[0]
     return Contender(
         key, label, recipe.dtype, trained, tested,

@@ -1,7 +1,7 @@
 """Where the time goes: one training batch and one evaluation batch, stage by stage, against their floors.
 
-Each stage is one step of ``ConvNet.sgd_step`` / ``ConvNet.logits`` run with the package's own ops
-on numpy float32, timed on its own (interleaved with the other stages, warm-up dropped). Its floor
+Each stage is one call of the package's own functions (the random source's masks, ``ConvNet.forward``,
+``ConvNet.backward``, ``SGD.step``; ``ConvNet.logits`` and its ops) on numpy float32, timed on its own (interleaved with the other stages, warm-up dropped). Its floor
 is the larger of two lower bounds: the bytes it must read and write (every input read once, every
 output written once) over the measured copy bandwidth, and its FLOPs over the measured GEMM peak.
 ``× floor`` says how far a stage is from what the hardware allows; the biggest ``ms - floor`` is the
@@ -15,9 +15,11 @@ import numpy as np
 from array_api_compat import numpy as xp
 
 from portable_cnn import ops
-from portable_cnn.backends import PortableRandom, get_backend
+from portable_cnn.backends import get_backend
 from portable_cnn.config import Config
 from portable_cnn.model import KEEP_PROB, NUM_CLASSES, ConvNet
+from portable_cnn.optim import SGD
+from portable_cnn.rng import PortableRandom
 
 from .timing import interleaved, summary, timed
 
@@ -42,7 +44,7 @@ def _model(recipe: Config, rng) -> ConvNet:
 
 
 def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
-    """The stages of one default-recipe ``sgd_step`` (and its dropout mask), plus the step as one call."""
+    """The stages of one default-recipe training step (its dropout mask, forward, backward, update), plus the step as one call."""
     recipe = Config(batch_size=batch, kernels=kernels).validated()
     rng = np.random.default_rng(seed)
     model = _model(recipe, rng)
@@ -50,72 +52,56 @@ def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
     targets = ops.one_hot(rng.integers(0, NUM_CLASSES, batch), NUM_CLASSES, xp.float32)
     random = PortableRandom(get_backend("numpy"), seed)
     hidden = model.positions**2 * kernels
-    alpha, kernel_alpha, normaliser = recipe.alpha, recipe.kernel_alpha, batch * batch
+    divisor = batch * batch
+    optimiser = SGD(weight_rate=recipe.alpha, kernel_rate=recipe.kernel_alpha)
 
-    keep = next(iter(random.keep_masks([(batch, hidden)], KEEP_PROB)))
-    windows = ops.patches(images, KERNEL_SIZE, model.positions)
-    conv = ops.conv(windows, model.kernels, batch)
-    active = xp.tanh(conv)
-    dropped = ops.dropout(active, keep, KEEP_PROB)
-    logits = dropped @ model.weights
-    probabilities = ops.softmax(logits)
-    delta = (targets - probabilities) / normaliser
-    backprop = delta @ model.weights.T
-    scale = ops.dropout_scale(keep, KEEP_PROB, active.dtype)
-    hidden_delta = backprop * ops.dropped_tanh_derivative(scale, dropped, active)
-    weight_step = dropped.T @ delta
-    kernel_step = ops.conv_kernel_gradient(windows, hidden_delta, kernels)
-    conv_flops = 2 * windows.shape[0] * KERNEL_SIZE**2 * kernels
+    def mask():
+        return next(iter(random.keep_masks([(batch, hidden)], KEEP_PROB)))
+
+    keep = mask()
+    probabilities, cache = model.forward(images, keep)
+    gradients = model.backward(cache, probabilities, targets, divisor)
+    parameters = [model.kernels, model.weights]
+    conv_flops = 2 * cache.windows.shape[0] * KERNEL_SIZE**2 * kernels
     dense_flops = 2 * batch * hidden * NUM_CLASSES
 
+    def update():
+        optimiser.step(model, gradients)
+        model.kernels, model.weights = parameters  # the same parameters every round
+
     stages = [
-        _stage("dropout mask (Philox)", lambda: next(iter(random.keep_masks([(batch, hidden)], KEEP_PROB))), [], [keep]),
-        _stage("patches (im2col)", lambda: ops.patches(images, KERNEL_SIZE, model.positions), [images], [windows]),
-        _stage("conv matmul", lambda: ops.conv(windows, model.kernels, batch), [windows, model.kernels], [conv], conv_flops),
-        _stage("tanh", lambda: xp.tanh(conv), [conv], [active]),
-        _stage("dropout", lambda: active * ops.dropout_scale(keep, KEEP_PROB, active.dtype), [active, keep], [scale, dropped]),
-        _stage("dense forward", lambda: dropped @ model.weights, [dropped, model.weights], [logits], dense_flops),
-        _stage("softmax + output delta", lambda: (targets - ops.softmax(logits)) / normaliser, [logits, targets], [delta]),
-        _stage("back-propagation (delta @ W.T)", lambda: delta @ model.weights.T, [delta, model.weights], [backprop], dense_flops),
-        _stage(
-            "hidden delta (dropout' * tanh')",
-            lambda: backprop * ops.dropped_tanh_derivative(scale, dropped, active),
-            [backprop, scale, dropped, active], [hidden_delta],
-        ),
-        _stage("weight gradient (dropped.T @ delta)", lambda: dropped.T @ delta, [dropped, delta], [weight_step], dense_flops),
-        _stage("kernel gradient (windows.T @ delta)", lambda: ops.conv_kernel_gradient(windows, hidden_delta, kernels),
-               [windows, hidden_delta], [kernel_step], conv_flops),
-        _stage("parameter updates", lambda: (model.weights + alpha * weight_step, model.kernels + kernel_alpha * kernel_step),
-               [model.weights, weight_step], [model.weights]),
+        _stage("dropout mask (Philox)", mask, [], [keep]),
+        _stage("forward (im2col, conv, tanh, dropout, dense, softmax)", lambda: model.forward(images, keep),
+               [images, model.kernels, model.weights, keep], [*cache[:4], probabilities], conv_flops + dense_flops),
+        _stage("backward (deltas, weight and kernel gradients)", lambda: model.backward(cache, probabilities, targets, divisor),
+               [*cache[:4], probabilities, targets, model.weights], [*gradients], conv_flops + 2 * dense_flops),
+        _stage("SGD update", update, [*parameters, *gradients], parameters),
     ]
 
     def whole():
-        mask = next(iter(random.keep_masks([(batch, hidden)], KEEP_PROB)))
-        model.sgd_step(images, targets, mask, alpha=alpha, kernel_alpha=kernel_alpha, normaliser=normaliser)
+        step_probabilities, step_cache = model.forward(images, mask())
+        optimiser.step(model, model.backward(step_cache, step_probabilities, targets, divisor))
+        model.kernels, model.weights = parameters
 
     return stages, whole, f"default recipe, batch {batch}, {kernels} kernels"
 
 
 def eval_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
-    """The stages of ``ConvNet.logits`` and the accuracy count for one evaluation batch."""
+    """The stages of ``ConvNet.logits`` (feature maps, then scores) and the accuracy count for one evaluation batch."""
     rng = np.random.default_rng(seed)
     model = _model(Config(kernels=kernels).validated(), rng)
     images = rng.random((batch, SIDE, SIDE), dtype=np.float32)
     labels = rng.integers(0, NUM_CLASSES, batch)
-    per_kernel = xp.permute_dims(xp.reshape(model.weights, (-1, kernels, NUM_CLASSES)), (1, 0, 2))
-
     planes = ops.patch_planes(images, KERNEL_SIZE, model.positions)
-    conv = model.kernels.T @ planes
-    maps = xp.reshape(xp.tanh(conv), (kernels, batch, -1))
-    logits = xp.sum(maps @ per_kernel, axis=0)
+    maps = model.feature_maps(images)
+    logits = model.scores(maps)
     conv_flops = 2 * planes.shape[1] * KERNEL_SIZE**2 * kernels
     dense_flops = 2 * batch * maps.shape[2] * kernels * NUM_CLASSES
 
     stages = [
         _stage("patch planes (im2col, transposed)", lambda: ops.patch_planes(images, KERNEL_SIZE, model.positions), [images], [planes]),
-        _stage("conv matmul (kernels.T @ planes)", lambda: model.kernels.T @ planes, [model.kernels, planes], [conv], conv_flops),
-        _stage("tanh", lambda: xp.tanh(conv), [conv], [maps]),
-        _stage("dense (per-kernel products, summed)", lambda: xp.sum(maps @ per_kernel, axis=0), [maps, model.weights], [logits], dense_flops),
+        _stage("feature maps (im2col, conv, tanh)", lambda: model.feature_maps(images), [images, model.kernels], [planes, maps], conv_flops),
+        _stage("scores (per-kernel products, summed)", lambda: model.scores(maps), [maps, model.weights], [logits], dense_flops),
         _stage("arg-max + count", lambda: ops.count_correct(logits, labels), [logits, labels], []),
     ]
     return stages, lambda: ops.count_correct(model.logits(images), labels), f"batch {batch}, {kernels} kernels"

@@ -1,18 +1,19 @@
 """portable-cnn: the convolutional network of chapter 10 of *Grokking Deep Learning*, written once on
 the Python array API standard so the same trainer runs on NumPy, CuPy, PyTorch or array-api-strict."""
 
-__version__ = "0.1.0"
-
-from .backends import Backend, get_backend  # noqa: E402
-from .datasets import Mnist, load_mnist  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .model import ConvNet  # noqa: E402
-from .config import Config  # noqa: E402
-from .metrics import EpochRecord  # noqa: E402
-from .trainer import TrainResult, train  # noqa: E402
+from .backends import Backend, get_backend
+from .callbacks import Callback
+from .config import Config
+from .datasets import Mnist, load_mnist
+from .errors import UserError
+from .model import ConvNet
+from .runs import TrainResult, train
+from .trainer import EpochRecord
+from .version import __version__
 
 __all__ = [
     "Backend",
+    "Callback",
     "Config",
     "ConvNet",
     "EpochRecord",

@@ -1,31 +1,50 @@
-"""The one place that knows array libraries: names -> namespaces, devices, transfers, random numbers.
+"""The one place that knows array libraries: one :class:`Library` entry per backend in :data:`LIBRARIES`.
 
-Everything else receives an array namespace ``xp`` (array-api-compat) and stays on the standard.
+An entry says which module to import and which pip extra brings it, how to parse and list its devices,
+how to copy an array to the host, how to wait for its device, whether that device is a GPU, and how
+to make the library's own random generator. :func:`get_backend` turns a name and a device into a
+:class:`Backend`, the array namespace ``xp`` (resolved here and nowhere else) with the device the
+run's arrays live on. Adding a backend is adding one entry.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, is_cupy_namespace, is_torch_namespace
 
-from . import philox
 from .errors import UserError
 
-BACKENDS = ("numpy", "cupy", "torch", "array-api-strict")
+# Test images per evaluation batch on each kind of device: small enough on a CPU for the hidden layer
+# to stay in cache (measured fastest, benchmarks/scaling.py), large on a GPU to amortise kernel launches.
+EVAL_BATCH = {"cpu": 128, "gpu": 2048}
 
-# What to install for each backend: the module to import and the pip extra that brings it.
-_MODULES = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "array-api-strict": "array_api_strict"}
-_EXTRAS = {
-    "numpy": "numpy",
-    "cupy": "'portable-cnn[cuda12]' or 'portable-cnn[cuda13]'",
-    "torch": "'portable-cnn[torch]'",
-    "array-api-strict": "'portable-cnn[test]'",
-}
+
+@dataclass(frozen=True)
+class Library:
+    """What the package needs to know about one array library (see the module doc)."""
+
+    name: str
+    module: str  # the module to import
+    extra: str  # what to pip install for it
+    namespace: Callable[[Any], Any]  # the imported module -> its array-API namespace
+    device: Callable[[Any, str | None], Any]  # (module, --device) -> a checked device; allocates nothing
+    devices: Callable[[Any], list[str]]  # the devices it sees, for `info`
+    to_host: Callable[[Any], np.ndarray]
+    cpu: bool = True  # runs on the CPU
+    gpu: str | None = None  # the --device prefix of its GPUs, if it has any
+    activate: Callable[[Any, Any], Any] = lambda module, device: contextlib.nullcontext()
+    sync: Callable[[Any, Any], None] = lambda module, device: None
+    native: Callable[[Any, Any, int], NativeGenerator] | None = None  # (module, device, seed) -> its own generator
+
+    def on_gpu(self, device: str | None) -> bool:
+        """Whether ``--device`` names one of its GPUs (read from the text alone: nothing is imported)."""
+        return not self.cpu or (self.gpu is not None and str(device or "").startswith(self.gpu))
 
 
 @dataclass(frozen=True)
@@ -35,285 +54,259 @@ class Backend:
     name: str
     xp: Any
     device: Any
+    library: Library
+    module: Any
 
     def asarray(self, host_array, dtype=None):
         """Copy a host (numpy) array to this backend's device."""
         return self.xp.asarray(host_array, dtype=dtype, device=self.device)
 
-    def sync(self):
-        """Wait for queued device work (for honest timers); a no-op on the CPU."""
-        if is_cupy_namespace(self.xp):
-            import cupy
-
-            cupy.cuda.Device().synchronize()
-        elif is_torch_namespace(self.xp) and str(self.device).startswith("cuda"):
-            import torch
-
-            torch.cuda.synchronize(self.device)
-
     def dtype(self, name: str):
         """The namespace's dtype object for a standard name such as 'float32'."""
         return getattr(self.xp, name)
 
+    @contextlib.contextmanager
+    def activated(self):
+        """A context in which the library works on this backend's device (CuPy creates arrays on the current
+        device whatever ``device=`` says) and numpy's overflow warnings stay silent (a diverging run would warn
+        on every batch; the trainer reports divergence once, in one line)."""
+        with self.library.activate(self.module, self.device), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            yield self
 
-def float_warnings_off():
-    """A context in which numpy's overflow and invalid-value warnings stay silent.
-
-    A diverging run would warn on every batch; the trainer reports divergence once, in one line.
-    """
-    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
-
-
-def to_host(array) -> np.ndarray:
-    """A numpy copy of ``array`` from numpy, cupy, torch or array-api-strict (for saving and printing)."""
-    if isinstance(array, np.ndarray):
-        return array
-    module = type(array).__module__
-    if module.startswith("cupy"):
-        return array.get()
-    if module.startswith("torch"):
-        return array.detach().cpu().numpy()
-    return np.asarray(array)  # array_api_strict and other buffer/DLPack-capable arrays
+    def sync(self):
+        """Wait for the work queued on this backend's device (for honest timers); a no-op on the CPU."""
+        self.library.sync(self.module, self.device)
 
 
-def _import(name: str):
+
+class NativeGenerator:
+    """A library's own generator: uniform draws on the device, and its state as JSON-able values."""
+
+    def __init__(self, label: str, draw, save, load):
+        self.label, self.draw, self.save, self.load = label, draw, save, load
+
+
+# --- numpy and array-api-strict (host arrays) ----------------------------------------------------------
+
+
+def _cpu_only(name: str):
+    def device(module, device: str | None):
+        if device not in (None, "cpu"):
+            raise UserError(f"backend '{name}' runs on the CPU only, not on '{device}'; use --backend cupy or torch for a GPU")
+        return "cpu"
+
+    return device
+
+
+def _numpy_native(module, device, seed: int) -> NativeGenerator:
+    generator = np.random.default_rng(seed)
+
+    def load(state):
+        generator.bit_generator.state = state
+
+    return NativeGenerator(
+        "numpy",
+        lambda shape, dtype, to_device: to_device(generator.random(shape, dtype=dtype)),
+        lambda: generator.bit_generator.state,
+        load,
+    )
+
+
+def _strict_device(module, device: str | None):
+    """array-api-strict's devices by name: CPU_DEVICE (also 'cpu'), or an emulated one such as 'device1'."""
+    names = {_strict_name(found): found for found in module.__array_namespace_info__().devices()}
+    if device in (None, "cpu"):
+        return module.Device("CPU_DEVICE")
+    if device not in names:
+        raise UserError(f"unknown array-api-strict device '{device}'; use one of: cpu, {', '.join(names)}")
+    return names[device]
+
+
+def _strict_devices(module) -> list[str]:
+    return [_strict_name(found) for found in module.__array_namespace_info__().devices()]
+
+
+def _strict_name(device) -> str:
+    """'device1' from array_api_strict.Device('device1') (the class has no public name attribute)."""
+    return repr(device).split("'")[1]
+
+
+# --- torch ---------------------------------------------------------------------------------------------
+
+
+def _torch_device(torch, device: str | None):
+    text = device or "cpu"
     try:
-        return importlib.import_module(_MODULES[name])
-    except ImportError as error:
-        raise UserError(
-            f"backend '{name}' needs {_MODULES[name]}, which is not installed ({error}); "
-            f"install it with: pip install {_EXTRAS[name]}"
-        ) from None
-
-
-def get_backend(name: str = "numpy", device: str | None = None) -> Backend:
-    """Resolve a backend name (and an optional device such as ``cuda:0``) to a ready Backend."""
-    if name not in BACKENDS:
-        raise UserError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
-    module = _import(name)
-    if name == "numpy":
-        _require_cpu(name, device)
-        return Backend(name, array_namespace(np.empty(0)), "cpu")
-    if name == "array-api-strict":
-        _require_cpu(name, device)
-        return Backend(name, module, module.Device("CPU_DEVICE"))
-    if name == "torch":
-        return Backend(name, array_namespace(module.empty(0)), _torch_device(module, device or "cpu"))
-    return Backend(name, array_namespace(module.empty(0)), _cupy_device(module, device))
-
-
-def _require_cpu(name, device):
-    if device not in (None, "cpu"):
-        raise UserError(f"backend '{name}' runs on the CPU only, not on '{device}'; use --backend cupy or torch for a GPU")
-
-
-def _torch_device(torch, device: str):
-    try:
-        parsed = torch.device(device)
+        parsed = torch.device(text)
     except RuntimeError:
-        raise UserError(f"unknown torch device '{device}'; use cpu, cuda or cuda:N") from None
+        raise UserError(f"unknown torch device '{text}'; use cpu, cuda or cuda:N") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(
-                f"torch sees no CUDA GPU for device '{device}'; use --device cpu, or install a CUDA build of torch"
-            )
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise UserError(f"torch sees {torch.cuda.device_count()} CUDA device(s); '{device}' does not exist")
+            raise UserError(f"torch sees no CUDA GPU for device '{text}'; use --device cpu, or install a CUDA build of torch")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise UserError(f"torch sees {count} CUDA device(s); '{text}' does not exist")
+        parsed = torch.device("cuda", parsed.index if parsed.index is not None else torch.cuda.current_device())
     elif parsed.type != "cpu":
-        raise UserError(f"unsupported torch device '{device}'; use cpu, cuda or cuda:N")
+        raise UserError(f"unsupported torch device '{text}'; use cpu, cuda or cuda:N")
     return parsed
 
 
+def _torch_devices(torch) -> list[str]:
+    names = ["cpu"]
+    try:
+        count = torch.cuda.device_count()
+        names += [f"cuda:{index} ({torch.cuda.get_device_name(index)})" for index in range(count)]
+    except Exception as error:  # a CUDA build without a working driver
+        names.append(f"no usable GPU ({type(error).__name__})")
+    return names
+
+
+def _torch_activate(torch, device):
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _torch_sync(torch, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _torch_native(torch, device, seed: int) -> NativeGenerator:
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def save():
+        return base64.b64encode(generator.get_state().numpy().tobytes()).decode("ascii")
+
+    def load(state):
+        saved = np.frombuffer(base64.b64decode(state), dtype=np.uint8).copy()
+        generator.set_state(torch.from_numpy(saved))
+
+    return NativeGenerator(
+        f"torch-{device.type}",  # CPU and CUDA generators keep different states
+        lambda shape, dtype, to_device: torch.rand(shape, generator=generator, dtype=getattr(torch, dtype), device=device),
+        save,
+        load,
+    )
+
+
+# --- cupy ----------------------------------------------------------------------------------------------
+
+
 def _cupy_device(cupy, device: str | None):
+    """The GPU named by --device, checked before anything is allocated (so no context opens on GPU 0 first)."""
     index = 0
     if device not in (None, "cuda", "gpu"):
         prefix, _, number = str(device).partition(":")
-        if prefix != "cuda" or not number.isdigit():
+        if prefix not in ("cuda", "gpu") or not number.isdigit():
             raise UserError(f"unknown cupy device '{device}'; use cuda or cuda:N")
         index = int(number)
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CUDA driver or runtime missing: cupy imports but cannot run
-        raise UserError(f"cupy is installed but no usable NVIDIA GPU was found ({error}); use --backend numpy") from None
+        raise UserError(f"cupy is installed but no usable NVIDIA GPU was found ({type(error).__name__}); use --backend numpy") from None
     if index >= count:
         raise UserError(f"cupy sees {count} GPU(s); device cuda:{index} does not exist")
-    gpu = cupy.cuda.Device(index)
-    gpu.use()
-    return gpu
+    return cupy.cuda.Device(index)
+
+
+def _cupy_devices(cupy) -> list[str]:
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:
+        return [f"no usable GPU ({type(error).__name__})"]
+    return [f"cuda:{index}" for index in range(count)]
+
+
+def _cupy_native(cupy, device, seed: int) -> NativeGenerator:
+    generator = cupy.random.default_rng(seed)
+
+    def load(state):
+        raise AssertionError("cupy's generator state is never saved")  # NativeRandom refuses before this
+
+    return NativeGenerator("cupy", lambda shape, dtype, to_device: generator.random(shape, dtype=dtype), lambda: None, load)
+
+
+def _compat(name: str):
+    return lambda module: importlib.import_module(f"array_api_compat.{name}")
+
+
+LIBRARIES = {
+    library.name: library
+    for library in (
+        Library(
+            "numpy", "numpy", "numpy", _compat("numpy"), _cpu_only("numpy"), lambda module: ["cpu"], np.asarray,
+            native=_numpy_native,
+        ),
+        Library(
+            "cupy", "cupy", "'portable-cnn[cuda12]' or 'portable-cnn[cuda13]'", _compat("cupy"), _cupy_device, _cupy_devices,
+            lambda array: array.get(), cpu=False, gpu="cuda",
+            activate=lambda cupy, device: device, sync=lambda cupy, device: device.synchronize(), native=_cupy_native,
+        ),
+        Library(
+            "torch", "torch", "'portable-cnn[torch]'", _compat("torch"), _torch_device, _torch_devices,
+            lambda array: array.detach().cpu().numpy(), gpu="cuda",
+            activate=_torch_activate, sync=_torch_sync, native=_torch_native,
+        ),
+        Library(
+            "array-api-strict", "array_api_strict", "'portable-cnn[test]'", lambda module: module, _strict_device,
+            _strict_devices, lambda array: np.asarray(array.to_device(array.__array_namespace__().Device("CPU_DEVICE"))),
+            native=_numpy_native,
+        ),
+    )
+}
+BACKENDS = tuple(LIBRARIES)
+
+
+def library(name: str) -> Library:
+    """The registry entry of a backend name; a UserError listing the choices for any other name."""
+    if name not in LIBRARIES:
+        raise UserError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
+    return LIBRARIES[name]
+
+
+def _import(entry: Library):
+    try:
+        return importlib.import_module(entry.module)
+    except ImportError as error:
+        raise UserError(
+            f"backend '{entry.name}' needs {entry.module}, which is not installed ({error}); install it with: pip install {entry.extra}"
+        ) from None
+
+
+def get_backend(name: str = "numpy", device: str | None = None) -> Backend:
+    """Resolve a backend name (and an optional device such as ``cuda:0``) to a Backend; allocates nothing."""
+    entry = library(name)
+    module = _import(entry)
+    resolved = entry.device(module, device)
+    return Backend(name, entry.namespace(module), resolved, entry, module)
+
+
+def default_eval_batch(name: str, device: str | None) -> int:
+    """Test images per evaluation batch when none is given: by the kind of device --device names."""
+    return EVAL_BATCH["gpu" if library(name).on_gpu(device) else "cpu"]
+
+
+def to_host(array) -> np.ndarray:
+    """A numpy copy of an array of any backend (for saving and printing), found by the array's module."""
+    if isinstance(array, np.ndarray):
+        return array
+    root = type(array).__module__.partition(".")[0]
+    for entry in LIBRARIES.values():
+        if entry.module == root:
+            return entry.to_host(array)
+    return np.asarray(array)  # other buffer- or DLPack-capable arrays
 
 
 def describe_backends() -> list[dict]:
     """For ``portable-cnn info``: each backend, whether it is installed, its version and the devices it sees."""
     rows = []
-    for name in BACKENDS:
-        row = {"backend": name, "installed": False, "version": "", "devices": "", "install": f"pip install {_EXTRAS[name]}"}
+    for entry in LIBRARIES.values():
+        row = {"backend": entry.name, "installed": False, "version": "", "devices": "", "install": f"pip install {entry.extra}"}
         try:
-            module = importlib.import_module(_MODULES[name])
+            module = importlib.import_module(entry.module)
         except ImportError:
             rows.append(row)
             continue
-        row.update(installed=True, version=getattr(module, "__version__", "?"), devices=", ".join(_devices(name, module)))
+        row.update(installed=True, version=getattr(module, "__version__", "?"), devices=", ".join(entry.devices(module)))
         rows.append(row)
     return rows
-
-
-def _devices(name, module) -> list[str]:
-    if name == "torch":
-        return ["cpu"] + [f"cuda:{i} ({module.cuda.get_device_name(i)})" for i in range(module.cuda.device_count())]
-    if name == "cupy":
-        try:
-            count = module.cuda.runtime.getDeviceCount()
-        except Exception as error:
-            return [f"no usable GPU ({type(error).__name__})"]
-        return [f"cuda:{i}" for i in range(count)]
-    return ["cpu"]
-
-
-class BookRandom:
-    """The notebook's stream: numpy's legacy ``RandomState(seed)`` on the host, in the notebook's order.
-
-    Every backend gets the very same numbers, so ``--book`` reproduces the notebook anywhere.
-    """
-
-    def __init__(self, backend: Backend, seed: int):
-        self._backend = backend
-        self._state = np.random.RandomState(seed)
-
-    def uniform(self, shape, dtype: str):
-        return self._backend.asarray(self._state.random_sample(shape), self._backend.dtype(dtype))
-
-    def keep_masks(self, shapes, keep_prob: float):
-        """One ``randint(2)`` draw per batch, as the notebook does, moved to the device once per epoch."""
-        if keep_prob != 0.5:
-            raise ValueError("the notebook's stream draws dropout masks with keep probability 0.5 only")
-        host = np.concatenate([self._state.randint(2, size=shape).ravel() for shape in shapes]).astype(bool)
-        return _split(self._backend.xp, self._backend.asarray(host), shapes)
-
-    def state(self) -> dict:
-        """The stream's position as JSON-able values (numpy's MT19937 state): the same on every backend."""
-        _, keys, pos, has_gauss, cached_gaussian = self._state.get_state()
-        return {"kind": "book", "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
-
-    def restore(self, state: dict) -> None:
-        """Continue the stream from a :meth:`state` (taken on any backend)."""
-        _expect_kind(state, "book")
-        keys = np.asarray(state["keys"], dtype=np.uint32)
-        self._state.set_state(("MT19937", keys, int(state["pos"]), int(state["has_gauss"]), float(state["cached_gaussian"])))
-
-
-class NativeRandom:
-    """The backend's own generator, drawing on the device (numpy's, torch's or cupy's ``Generator``)."""
-
-    def __init__(self, backend: Backend, seed: int):
-        self._backend = backend
-        if backend.name == "torch":
-            import torch
-
-            generator = torch.Generator(device=backend.device).manual_seed(seed)
-            self._draw = lambda shape, dtype: torch.rand(
-                shape, generator=generator, dtype=backend.dtype(dtype), device=backend.device
-            )
-            self._library = f"torch-{backend.device.type}"  # CPU and CUDA generators keep different states
-        elif backend.name == "cupy":
-            import cupy
-
-            generator = cupy.random.default_rng(seed)
-            self._draw = lambda shape, dtype: generator.random(shape, dtype=dtype)
-            self._library = "cupy"
-        else:  # numpy and array-api-strict, whose device is the host
-            generator = np.random.default_rng(seed)
-            self._draw = lambda shape, dtype: backend.asarray(generator.random(shape, dtype=dtype))
-            self._library = "numpy"
-        self._generator = generator
-
-    def uniform(self, shape, dtype: str):
-        return self._draw(tuple(shape), dtype)
-
-    def keep_masks(self, shapes, keep_prob: float):
-        return (self._draw(tuple(shape), "float32") < keep_prob for shape in shapes)
-
-    def state(self) -> dict:
-        """The generator's state as JSON-able values; it restores only on the same library (and device type)."""
-        if self._library == "numpy":
-            saved = self._generator.bit_generator.state
-        elif self._library.startswith("torch"):
-            saved = base64.b64encode(self._generator.get_state().numpy().tobytes()).decode("ascii")
-        else:
-            saved = None  # cupy keeps its generator's state on the device, with no public way to read it
-        return {"kind": "native", "library": self._library, "state": saved}
-
-    def restore(self, state: dict) -> None:
-        _expect_kind(state, "native")
-        library = state.get("library")
-        if state.get("state") is None:
-            raise UserError(
-                f"the checkpoint's --rng native state ({library}) was not saved, as cupy does not expose it, so the run "
-                "cannot continue exactly; use --rng portable (the default) for runs you want to resume"
-            )
-        if library != self._library:
-            raise UserError(
-                f"the checkpoint's --rng native random state belongs to {library} and cannot continue on {self._library}; "
-                f"resume on the same library (a --rng portable run, the default, resumes on any backend)"
-            )
-        if library == "numpy":
-            self._generator.bit_generator.state = state["state"]
-        else:
-            import torch
-
-            saved = np.frombuffer(base64.b64decode(state["state"]), dtype=np.uint8).copy()
-            self._generator.set_state(torch.from_numpy(saved))
-
-
-def _split(xp, flat, shapes):
-    """Cut a flat device array into consecutive pieces of the given shapes."""
-    pieces, start = [], 0
-    for shape in shapes:
-        size = int(np.prod(shape))
-        pieces.append(xp.reshape(flat[start : start + size], shape))
-        start += size
-    return pieces
-
-
-class PortableRandom:
-    """Philox-4x32-10 evaluated on the device: the same seed gives the same numbers on every backend.
-
-    Dropout masks come from stream 0, one counter step per batch; initialisation draws take streams
-    1, 2, ... in order. Each draw is a pure function of (seed, stream, step): no state on the device.
-    """
-
-    def __init__(self, backend: Backend, seed: int):
-        self._backend = backend
-        self._seed = seed
-        self._draws = 0
-        self.step = 0
-
-    def uniform(self, shape, dtype: str):
-        self._draws += 1
-        backend = self._backend
-        return philox.uniform(
-            backend.xp, shape, seed=self._seed, stream=self._draws, step=0, dtype=backend.dtype(dtype), device=backend.device
-        )
-
-    def keep_masks(self, shapes, keep_prob: float):
-        backend = self._backend
-        for shape in shapes:
-            yield philox.bernoulli(
-                backend.xp, shape, keep_prob, seed=self._seed, stream=0, step=self.step, device=backend.device
-            )
-            self.step += 1
-
-    def state(self) -> dict:
-        """Counters only (Philox keeps no other state): the run continues identically on any backend."""
-        return {"kind": "portable", "seed": self._seed, "step": self.step, "draws": self._draws}
-
-    def restore(self, state: dict) -> None:
-        _expect_kind(state, "portable")
-        if int(state["seed"]) != self._seed:
-            raise UserError(f"the checkpoint's random numbers come from seed {state['seed']}, not {self._seed}")
-        self.step, self._draws = int(state["step"]), int(state["draws"])
-
-
-def _expect_kind(state, kind: str) -> None:
-    if not isinstance(state, dict) or state.get("kind") != kind:
-        found = state.get("kind") if isinstance(state, dict) else type(state).__name__
-        raise UserError(f"the checkpoint's random state is of kind '{found}', this run needs '{kind}'")

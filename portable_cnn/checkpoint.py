@@ -1,12 +1,12 @@
 """Checkpoint files: one ``.npz`` holding the parameters as host arrays and a JSON metadata record.
 
-A checkpoint is written atomically (a temporary file in the same folder, fsync, ``os.replace``), so a
-crash or a full disk never leaves a half-written file where a good one was. It holds plain numpy
+A checkpoint is written atomically (:func:`files.write_atomically`), so a crash or a full disk never
+leaves a half-written file where a good one was. It holds plain numpy
 arrays and JSON, no pickles, so it loads on every backend and in any later version that reads its
 ``format_version``. Every way a file can be wrong (missing, empty, truncated, corrupt, foreign, from a
 newer version, inconsistent) is a :class:`~portable_cnn.errors.UserError` with a one-line message.
 
-The metadata record (``meta``)::
+A :class:`Checkpoint` is a typed record; its metadata (``meta``, stored as JSON) holds::
 
     format, format_version, package_version, saved_at
     recipe      "book" or "default", with the fields that define the run
@@ -23,139 +23,101 @@ The metadata record (``meta``)::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import json
-import os
 import pathlib
-import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, reason
+from .files import write_atomically
 from .model import NUM_CLASSES, ConvNet
+from .version import __version__
 
 FORMAT = "portable-cnn checkpoint"
 FORMAT_VERSION = 1
 _ZIP_MAGIC = b"PK\x03\x04"
 _ARRAYS = ("kernels", "weights")
+WHAT = "a checkpoint"  # for files' messages: "cannot write a checkpoint to ..."
 
 
 @dataclass
 class Checkpoint:
-    """A checkpoint's parameters (numpy arrays) and metadata, as read from or written to ``path``."""
+    """A checkpoint's parameters (numpy arrays) and what the run needs to continue (see the module doc)."""
 
     kernels: np.ndarray
     weights: np.ndarray
-    meta: dict
+    recipe: dict
+    config: dict
+    kernel_size: int
+    positions: int
+    dtype: str
+    epoch: int
+    rng: dict
+    history: list[dict]
+    data: dict
+    backend: dict
+    batch: int = 0
+    partial: dict | None = None
+    package_version: str = __version__
+    saved_at: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     path: str = ""
 
     @property
-    def epoch(self) -> int:
-        return self.meta["epoch"]
+    def num_kernels(self) -> int:
+        return self.kernels.shape[1]
 
     @property
-    def batch(self) -> int:
-        return self.meta["batch"]
-
-    @property
-    def config(self) -> dict:
-        return self.meta["config"]
-
-    @property
-    def history(self) -> list[dict]:
-        return self.meta["history"]
-
-    @property
-    def rng(self) -> dict:
-        return self.meta["rng"]
-
-    @property
-    def dtype(self) -> str:
-        return self.meta["model"]["dtype"]
+    def meta(self) -> dict:
+        """The metadata record as written to the file."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "package_version": self.package_version,
+            "saved_at": self.saved_at,
+            "recipe": self.recipe,
+            "config": self.config,
+            "model": {"kernel_size": self.kernel_size, "positions": self.positions, "num_kernels": self.num_kernels, "dtype": self.dtype},
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "partial": self.partial,
+            "rng": self.rng,
+            "history": self.history,
+            "data": self.data,
+            "backend": self.backend,
+        }
 
     def describe(self) -> str:
         """One line for people: the recipe, epochs, dtype and where it stopped."""
         where = f"{self.epoch} epochs" + (f" and {self.batch} batches" if self.batch else "")
-        return f"{self.path}: {self.meta['recipe']['name']} recipe, {where}, {self.dtype}, saved by portable-cnn {self.meta['package_version']}"
+        return f"{self.path}: {self.recipe['name']} recipe, {where}, {self.dtype}, saved by portable-cnn {self.package_version}"
 
     def to_model(self, backend) -> ConvNet:
         """The network with these parameters, as arrays of ``backend`` (bit for bit the saved values)."""
         dtype = backend.dtype(self.dtype)
-        shape = self.meta["model"]
-        return ConvNet(backend.asarray(self.kernels, dtype), backend.asarray(self.weights, dtype), shape["kernel_size"], shape["positions"])
-
-
-def metadata(*, config: dict, recipe: dict, model: ConvNet, dtype: str, epoch: int, batch: int = 0,
-             partial: dict | None = None, rng: dict, history: list[dict], data: dict, backend: dict) -> dict:
-    """The metadata record of a checkpoint (see the module doc); ``model`` gives the shapes."""
-    from . import __version__
-
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "package_version": __version__,
-        "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "recipe": recipe,
-        "config": config,
-        "model": {
-            "kernel_size": model.kernel_size,
-            "positions": model.positions,
-            "num_kernels": model.num_kernels,
-            "dtype": dtype,
-        },
-        "epoch": epoch,
-        "batch": batch,
-        "partial": partial,
-        "rng": rng,
-        "history": history,
-        "data": data,
-        "backend": backend,
-    }
-
-
-def check_writable(path) -> None:
-    """Refuse, before any work is done, a checkpoint path that could never be written."""
-    path = pathlib.Path(path)
-    folder = path.parent
-    if path.is_dir():
-        raise UserError(f"cannot save a checkpoint to {path}: it is a folder; give a file name such as {path / 'model.npz'}")
-    if not folder.is_dir():
-        raise UserError(f"cannot save a checkpoint to {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"cannot save a checkpoint to {path}: the folder {folder} is not writable")
+        return ConvNet(backend.asarray(self.kernels, dtype), backend.asarray(self.weights, dtype), self.kernel_size, self.positions)
 
 
 def save(path, checkpoint: Checkpoint) -> pathlib.Path:
     """Write ``checkpoint`` to ``path`` atomically; never leaves a partial file behind."""
     path = pathlib.Path(path)
-    for name, array in (("kernels", checkpoint.kernels), ("weights", checkpoint.weights)):
-        if not np.all(np.isfinite(array)):
+    for name in _ARRAYS:
+        if not np.all(np.isfinite(getattr(checkpoint, name))):
             raise ValueError(f"refusing to save non-finite {name} to {path}")  # the trainer checks before it saves
     encoded = json.dumps(checkpoint.meta, allow_nan=False).encode("utf-8")
     buffer = io.BytesIO()
-    np.savez(buffer, kernels=np.ascontiguousarray(checkpoint.kernels), weights=np.ascontiguousarray(checkpoint.weights),
-             metadata=np.frombuffer(encoded, dtype=np.uint8))
-    check_writable(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
-        with os.fdopen(handle, "wb") as file:
-            file.write(buffer.getbuffer())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        _remove(temporary)
-        raise UserError(f"cannot save the checkpoint {path}: {error.strerror or error}") from None
-    except BaseException:
-        _remove(temporary)
-        raise
-    _fsync_folder(path.parent)
-    return path
+    np.savez(
+        buffer,
+        kernels=np.ascontiguousarray(checkpoint.kernels),
+        weights=np.ascontiguousarray(checkpoint.weights),
+        metadata=np.frombuffer(encoded, dtype=np.uint8),
+    )
+    return write_atomically(path, buffer.getvalue(), WHAT)
 
 
 def load(path) -> Checkpoint:
@@ -182,14 +144,12 @@ def load(path) -> Checkpoint:
     except UserError:
         raise
     except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as error:
-        raise UserError(f"the checkpoint {path} is truncated or corrupt ({_reason(error)})") from None
+        raise UserError(f"the checkpoint {path} is truncated or corrupt ({reason(error)})") from None
     meta = _parse_metadata(arrays.pop("metadata"), path)
     missing = [name for name in _ARRAYS if name not in arrays]
     if missing:
         raise UserError(f"the checkpoint {path} is corrupt: it has no {missing[0]} array")
-    checkpoint = Checkpoint(arrays["kernels"], arrays["weights"], meta, str(path))
-    _check_consistent(checkpoint, path)
-    return checkpoint
+    return _record(arrays["kernels"], arrays["weights"], meta, path)
 
 
 def _parse_metadata(raw: np.ndarray, path) -> dict:
@@ -208,9 +168,9 @@ def _parse_metadata(raw: np.ndarray, path) -> dict:
     return meta
 
 
-def _check_consistent(checkpoint: Checkpoint, path) -> None:
-    """The metadata has what readers need and the arrays have the shapes and dtype it states."""
-    meta = checkpoint.meta
+def _record(kernels: np.ndarray, weights: np.ndarray, meta: dict, path) -> Checkpoint:
+    """The typed record of a file's arrays and metadata, once the metadata has what readers need and the
+    arrays have the shapes and dtype it states."""
     try:
         shape = meta["model"]
         kernel_size, positions, num_kernels = (int(shape[key]) for key in ("kernel_size", "positions", "num_kernels"))
@@ -218,47 +178,19 @@ def _check_consistent(checkpoint: Checkpoint, path) -> None:
         for key, kind in (("epoch", int), ("batch", int), ("config", dict), ("history", list), ("rng", dict), ("recipe", dict)):
             if not isinstance(meta[key], kind):
                 raise TypeError(key)
+        if not isinstance(meta.get("partial") or {}, dict):
+            raise TypeError("partial")
     except (KeyError, TypeError, ValueError) as error:
-        raise UserError(f"the checkpoint {path} is corrupt: its metadata lacks a valid '{_reason(error)}'") from None
-    expected = {"kernels": (kernel_size**2, num_kernels), "weights": (positions**2 * num_kernels, NUM_CLASSES)}
-    for name, wanted in expected.items():
-        array = getattr(checkpoint, name)
+        raise UserError(f"the checkpoint {path} is corrupt: its metadata lacks a valid '{reason(error)}'") from None
+    expected = {"kernels": (kernels, (kernel_size**2, num_kernels)), "weights": (weights, (positions**2 * num_kernels, NUM_CLASSES))}
+    for name, (array, wanted) in expected.items():
         if array.shape != wanted or array.dtype != dtype:
             raise UserError(
-                f"the checkpoint {path} is corrupt: {name} is {array.dtype}{list(array.shape)}, "
-                f"its metadata says {dtype}{list(wanted)}"
+                f"the checkpoint {path} is corrupt: {name} is {array.dtype}{list(array.shape)}, its metadata says {dtype}{list(wanted)}"
             )
         if not np.all(np.isfinite(array)):
             raise UserError(f"the checkpoint {path} is corrupt: its {name} contain NaN or infinity")
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).strip().strip("'\"")
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _remove(path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_folder(folder) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    fields = {item.name for item in dataclasses.fields(Checkpoint)} - {"kernels", "weights", "path", "kernel_size", "positions", "dtype"}
+    values = {name: meta[name] for name in fields if name in meta}
+    return Checkpoint(kernels, weights, kernel_size=kernel_size, positions=positions, dtype=dtype.name, path=str(path),
+                      **{"data": {}, "backend": {}, **values})

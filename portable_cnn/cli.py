@@ -17,12 +17,12 @@ import signal
 import sys
 import threading
 
-from . import __version__, checkpoint
-from .backends import BACKENDS, describe_backends, get_backend, to_host
+from . import checkpoint
+from .backends import BACKENDS, default_eval_batch, describe_backends, get_backend, to_host
+from .config import DTYPES, RNGS, Config
 from .errors import UserError
-from .config import DTYPES, RNGS, Config, default_eval_batch
-from .runs import Diverged, Interrupted, config_from_checkpoint
-from .trainer import train
+from .runs import Diverged, Interrupted, config_from_checkpoint, train
+from .version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +77,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser):
 
     run = parser.add_argument_group("run")
     run.add_argument("--backend", choices=BACKENDS, help=f"(default {defaults.backend})")
-    run.add_argument("--device", help="cpu, cuda or cuda:N (torch and cupy)")
+    run.add_argument("--device", help="cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)")
     run.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
     run.add_argument("--eval-batch-size", type=_at_least(1), help="test images per evaluation batch (default 128 on a CPU, 2048 on a GPU)")
     run.add_argument("--test-every", type=_at_least(1), help="evaluate every N epochs (default 1)")
@@ -100,7 +100,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser):
 
 def _add_backend_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="(default numpy)")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (torch and cupy)")
+    parser.add_argument("--device", help="cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)")
 
 
 def _add_checkpoint_argument(parser: argparse.ArgumentParser, required: bool = True):
@@ -153,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     for picture in (kernels_parser, maps_parser, curves_parser):
         picture.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the picture file (.png, .svg, .pdf)")
 
-    info_parser = commands.add_parser("info", help="list the backends: installed or not, version, devices")
+    info_parser = commands.add_parser("info", help="the backends (installed or not, version, devices) and the data a run would use")
+    info_parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
+    info_parser.add_argument("--train-size", type=_at_least(1), default=Config().train_size, help="training images a run would ask for")
+    info_parser.add_argument("--test-size", type=_at_least(1), default=Config().test_size, help="test images a run would ask for")
     info_parser.set_defaults(run=_info)
     return parser
 
@@ -210,22 +213,26 @@ def _train(args) -> int:
     return 0
 
 
-def _load_model(args):
+@contextlib.contextmanager
+def _loaded_model(args):
+    """The checkpoint and its model on the chosen backend, with the backend's device active."""
     saved = checkpoint.load(args.checkpoint)
-    return saved, saved.to_model(get_backend(args.backend, args.device))
+    backend = get_backend(args.backend, args.device)
+    with backend.activated():
+        yield saved, saved.to_model(backend)
 
 
 def _evaluate(args) -> int:
     from .datasets import load_mnist
-    from .evaluation import evaluate_model
+    from .evaluation import confusion_of
 
-    saved, model = _load_model(args)
-    mnist = load_mnist(args.data_dir)
-    count = len(mnist.test_images) if args.test_size is None else args.test_size
-    if count > len(mnist.test_images):
-        raise UserError(f"--test-size {count} asks for more images than the data has ({len(mnist.test_images)} in {mnist.source})")
-    batch_size = args.eval_batch_size or default_eval_batch(args.backend, args.device)
-    result = evaluate_model(model, mnist.test_images[:count], mnist.test_labels[:count], batch_size)
+    with _loaded_model(args) as (saved, model):
+        mnist = load_mnist(args.data_dir, test_size=args.test_size)
+        count = len(mnist.test_images) if args.test_size is None else args.test_size
+        if count > len(mnist.test_images):
+            raise UserError(f"--test-size {count} asks for more images than the data has ({len(mnist.test_images)} in {mnist.source})")
+        batch_size = args.eval_batch_size or default_eval_batch(args.backend, args.device)
+        result = confusion_of(model, mnist.test_images[:count], mnist.test_labels[:count], batch_size)
     if args.plot:
         from . import plots
 
@@ -244,23 +251,22 @@ def _predict(args) -> int:
     from .digits import read_file
     from .evaluation import probabilities
 
-    saved, model = _load_model(args)
     entries, batches = [], []
-    for name in args.files:
-        try:
-            digits, batch = read_file(name)
-        except UserError as error:
-            print(f"portable-cnn: {error}", file=sys.stderr)
-            entries.append({"file": name, "error": str(error)})
-            continue
-        entries.extend({"file": name, "index": i if batch else None} for i in range(digits.shape[0]))
-        batches.append(digits)
-    if batches:
-        import numpy as np
+    with _loaded_model(args) as (saved, model):
+        for name in args.files:
+            try:
+                digits, batch = read_file(name)
+            except UserError as error:
+                print(f"portable-cnn: {error}", file=sys.stderr)
+                entries.append({"file": name, "error": str(error)})
+                continue
+            entries.extend({"file": name, "index": i if batch else None} for i in range(digits.shape[0]))
+            batches.append(digits)
+        if batches:  # all pictures in one call: one transfer each way
+            import numpy as np
 
-        found = iter(probabilities(model, np.concatenate(batches)))
-        for entry in entries:
-            if "error" not in entry:
+            found = iter(probabilities(model, np.concatenate(batches)))
+            for entry in (entry for entry in entries if "error" not in entry):
                 row = next(found)
                 entry.update(digit=int(row.argmax()), probability=float(row.max()), probabilities=[round(float(p), 6) for p in row])
     if args.json:
@@ -277,8 +283,8 @@ def _plot_kernels(args) -> int:
     from . import plots
 
     saved = checkpoint.load(args.checkpoint)
-    size = plots.kernels(saved.kernels, saved.meta["model"]["kernel_size"], args.output,
-                         title=f"learned kernels after {saved.epoch} epochs ({saved.meta['recipe']['name']} recipe)")
+    title = f"learned kernels after {saved.epoch} epochs ({saved.recipe['name']} recipe)"
+    size = plots.kernels(saved.kernels, saved.kernel_size, args.output, title=title)
     return _wrote(args.output, size)
 
 
@@ -286,24 +292,24 @@ def _plot_maps(args) -> int:
     from . import plots
     from .model import as_model_images
 
-    saved, model = _load_model(args)
-    if args.image:
-        from .digits import read_digits
+    with _loaded_model(args) as (saved, model):
+        if args.image:
+            from .digits import read_digits
 
-        image = read_digits(args.image)[0]
-        title = f"{pathlib.Path(args.image).name}"
-    else:
-        from .datasets import load_mnist
+            image = read_digits(args.image)[0]
+            title = f"{pathlib.Path(args.image).name}"
+        else:
+            from .datasets import load_mnist
 
-        mnist = load_mnist(args.data_dir)
-        if args.index >= len(mnist.test_images):
-            raise UserError(f"--index {args.index} is past the last test image ({len(mnist.test_images) - 1})")
-        image = mnist.test_images[args.index] / 255.0
-        title = f"test image {args.index} (label {int(mnist.test_labels[args.index])})"
-    images = as_model_images(image[None, ...], model.weights)
-    side = model.positions
-    maps = to_host(model.feature_maps(images))[:, 0, :].reshape(-1, side, side)
-    predicted = int(to_host(model.predict(images))[0])
+            mnist = load_mnist(args.data_dir, test_size=args.index + 1)
+            if args.index >= len(mnist.test_images):
+                raise UserError(f"--index {args.index} is past the last test image ({len(mnist.test_images) - 1})")
+            image = mnist.test_images[args.index] / 255.0
+            title = f"test image {args.index} (label {int(mnist.test_labels[args.index])})"
+        images = as_model_images(image[None, ...], model.weights)
+        side = model.positions
+        maps = to_host(model.feature_maps(images))[:, 0, :].reshape(-1, side, side)
+        predicted = int(to_host(model.predict(images))[0])
     size = plots.feature_maps(image, maps, args.output, title=f"{title}: predicted {predicted}")
     return _wrote(args.output, size)
 
@@ -333,7 +339,19 @@ def _info(args) -> int:
             print(f"{row['backend']:<17} {row['version']:<12} devices: {row['devices']}")
         else:
             print(f"{row['backend']:<17} {'not installed':<12} install: {row['install']}")
+    print(f"data: {_describe_data(args)}")
     return 0
+
+
+def _describe_data(args) -> str:
+    """The data source a run with these flags would use and how many images it has (nothing downloaded)."""
+    from .datasets import FULL_SIZES, find_mnist, load_mnist
+
+    source = find_mnist(args.data_dir, train_size=args.train_size, test_size=args.test_size)
+    if source.kind == "download":
+        return f"{source.describe()} ({FULL_SIZES['train']} training, {FULL_SIZES['test']} test images), none found locally"
+    mnist = load_mnist(args.data_dir, download=False, train_size=args.train_size, test_size=args.test_size)
+    return f"{source.describe()}: {len(mnist.train_images)} training, {len(mnist.test_images)} test images"
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""What a run is: the Config (one field per command-line flag) and the two recipes' defaults."""
+"""What a run is: the Config (one field per command-line flag), its validation and the two recipes' defaults."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from . import checkpoint, metrics
+from . import backends, book
 from .errors import UserError
-from .model import IMAGE_SIDE
+from .model import IMAGE_SIDE, valid_positions
 
 DTYPES = ("float32", "float64")
 RNGS = ("portable", "native")
@@ -71,15 +71,15 @@ class Config:
             raise UserError("--book drops the last partial batch, so --batch-size must not exceed --train-size")
         if self.rng not in RNGS:
             raise UserError(f"unknown --rng '{self.rng}'; choose one of: {', '.join(RNGS)}")
-        if self.save is not None:
-            checkpoint.check_writable(self.save)
-        if self.metrics is not None:
-            metrics.check_path(self.metrics)
         kernel_alpha = self.alpha if self.book else self.alpha * self.batch_size
         recipe = {**(BOOK_RECIPE if self.book else DEFAULT_RECIPE), "kernel_alpha": kernel_alpha}
         chosen = {name: value for name, value in recipe.items() if getattr(self, name) is None}
-        eval_batch_size = self.eval_batch_size or default_eval_batch(self.backend, self.device)
+        eval_batch_size = self.eval_batch_size or backends.default_eval_batch(self.backend, self.device)
         return dataclasses.replace(self, dtype=dtype, eval_batch_size=eval_batch_size, **chosen)
+
+    def random_kind(self) -> str:
+        """The run's random source (see :mod:`rng`): the notebook's stream with --book, else --rng."""
+        return "book" if self.book else self.rng
 
     def recipe(self) -> dict:
         """The fields that define the run (a resumed run must keep them), and the recipe's name."""
@@ -93,17 +93,6 @@ RECIPE_FIELDS = ("book", "dtype", "rng", "seed", "alpha", "kernel_alpha", "kerne
 BOOK_RECIPE = {"kernel_init": 0.01, "weight_init": 0.1}
 DEFAULT_RECIPE = {"kernel_init": 1.0, "weight_init": 0.01}
 
-# Evaluation batches: small enough on a CPU for the hidden layer to stay in cache (measured fastest,
-# benchmarks/scaling.py), large on a GPU to amortise kernel launches.
-CPU_EVAL_BATCH, GPU_EVAL_BATCH = 128, 2048
-
-
-def output_side(kernel_size: int, book: bool) -> int:
-    """Positions per side of a valid convolution; the notebook's ``range(28 - 3)`` visits one fewer."""
-    return IMAGE_SIDE - kernel_size + (0 if book else 1)
-
-
-def default_eval_batch(backend: str, device: str | None) -> int:
-    """Test images per evaluation batch when none is given: CPU_EVAL_BATCH, or GPU_EVAL_BATCH on a GPU."""
-    on_gpu = backend == "cupy" or str(device or "").startswith("cuda")
-    return GPU_EVAL_BATCH if on_gpu else CPU_EVAL_BATCH
+def output_side(kernel_size: int, book_recipe: bool) -> int:
+    """Positions per side of the convolution: a valid one's, or the notebook's one fewer (erratum 1)."""
+    return book.erratum_1_positions(kernel_size) if book_recipe else valid_positions(kernel_size)

@@ -1,8 +1,9 @@
 """MNIST: find it, read it (IDX, gzipped or not, or a Keras mnist.npz), validate it, download it.
 
-Search order of `load_mnist`: the `data_dir` argument, then `$PORTABLE_CNN_DATA_DIR`, then the
-user cache (`default_cache_dir()`), then `~/.keras/datasets/mnist.npz`, then a download from
-`MIRRORS` into the cache. Every failure is a `UserError` with a one-line message.
+Search order of `find_mnist` / `load_mnist`: the `data_dir` argument, then `$PORTABLE_CNN_DATA_DIR`,
+then the user cache (`default_cache_dir()`), then `~/.keras/datasets/mnist.npz`, then the book's
+subset embedded in the package (`EMBEDDED_DIR`) when the run asks for no more than it holds, then a
+download from `MIRRORS` into the cache. Every failure is a `UserError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import http.client
 import os
 import pathlib
 import struct
+import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from portable_cnn.errors import UserError
+from .errors import UserError, reason
 
 ENV_VAR = "PORTABLE_CNN_DATA_DIR"
 HINT = (
@@ -56,6 +59,37 @@ GZ_SHA256 = {
 }
 
 
+# The book's protocol, shipped in the package: the first 1000 training and all 10000 test images
+# (see data/README.md), with the SHA-256 of each uncompressed file, checked whenever it is read.
+EMBEDDED_DIR = pathlib.Path(__file__).resolve().parent / "data"
+EMBEDDED_SOURCE = "the embedded book subset"
+EMBEDDED_SIZES = {"train": 1000, "test": 10000}
+EMBEDDED_SHA256 = {
+    ("train", "images"): "386bb018796babeaca208787b77c1b9db39532c4098951ea35f4694e744eb4b7",
+    ("train", "labels"): "895f65588e45d05babf0b5fa7aee2a0d782d8143b40b5764e596df91bc9dddeb",
+    ("test", "images"): "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ("test", "labels"): "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+FULL_SIZES = {"train": 60000, "test": 10000}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where `load_mnist` reads: `kind` is one of KINDS, `path` the folder or .npz file."""
+
+    kind: str
+    path: pathlib.Path
+
+    KINDS = ("data directory", ENV_VAR, "cache", "keras", "embedded", "download")
+
+    def describe(self) -> str:
+        if self.kind == "embedded":
+            return f"{EMBEDDED_SOURCE} ({self.path})"
+        if self.kind == "download":
+            return f"a download of the full MNIST from {MIRRORS[0]} into {self.path}"
+        return f"{self.path} (the {self.kind})"
+
+
 @dataclass(frozen=True)
 class Mnist:
     """The four MNIST arrays, uint8, and where they were read from."""
@@ -74,22 +108,54 @@ def default_cache_dir() -> pathlib.Path:
     return root / "portable-cnn" / "mnist"
 
 
-def load_mnist(data_dir=None, *, download=True) -> Mnist:
-    """Load MNIST from the first place in the search order that has it (see the module doc)."""
+def find_mnist(data_dir=None, *, download=True, train_size=None, test_size=None) -> Source:
+    """The first place in the search order (see the module doc) that has MNIST; reads nothing.
+
+    `train_size` and `test_size` are the images a run asks for (None: the book's 1000 and 10000); the
+    embedded subset is chosen only when it holds that many.
+    """
     if data_dir is not None:
-        return _load_explicit(pathlib.Path(data_dir).expanduser(), "data directory")
+        return Source("data directory", pathlib.Path(data_dir).expanduser())
     if os.environ.get(ENV_VAR):
-        return _load_explicit(pathlib.Path(os.environ[ENV_VAR]).expanduser(), ENV_VAR)
+        return Source(ENV_VAR, pathlib.Path(os.environ[ENV_VAR]).expanduser())
     cache = default_cache_dir()
     if all(_idx_paths(cache).values()):
-        return _load_idx(cache)
+        return Source("cache", cache)
     keras = pathlib.Path.home() / ".keras" / "datasets" / "mnist.npz"
     if keras.is_file():
-        return _load_npz(keras)
+        return Source("keras", keras)
+    wanted = {"train": train_size or 0, "test": test_size or 0}
+    too_many = [f"--{split}-size {wanted[split]}" for split in wanted if wanted[split] > EMBEDDED_SIZES[split]]
+    if not too_many:
+        return Source("embedded", EMBEDDED_DIR)
     if not download:
-        raise UserError(f"no MNIST data found (looked in {cache} and {keras}) and download is off: {HINT}")
-    download_mnist(cache)
-    return _load_idx(cache)
+        raise UserError(
+            f"{' and '.join(too_many)} asks for more than {_embedded_holds()}, no full MNIST was found "
+            f"(looked in {cache} and {keras}) and download is off: {HINT}"
+        )
+    return Source("download", cache)
+
+
+def load_mnist(data_dir=None, *, download=True, train_size=None, test_size=None) -> Mnist:
+    """Load MNIST from the first place in the search order that has it (see `find_mnist`)."""
+    source = find_mnist(data_dir, download=download, train_size=train_size, test_size=test_size)
+    if source.kind in ("data directory", ENV_VAR):
+        return _load_explicit(source.path, source.kind)
+    if source.kind == "keras":
+        return _load_npz(source.path)
+    if source.kind == "embedded":
+        return _load_idx(source.path, checksums=EMBEDDED_SHA256, source=EMBEDDED_SOURCE)
+    if source.kind == "download":
+        try:
+            download_mnist(source.path)
+        except UserError as error:
+            asked = f"--train-size {train_size}" if (train_size or 0) > EMBEDDED_SIZES["train"] else f"--test-size {test_size}"
+            raise UserError(f"{asked} asks for more than {_embedded_holds()} and {error}") from None
+    return _load_idx(source.path)
+
+
+def _embedded_holds() -> str:
+    return f"{EMBEDDED_SOURCE} holds ({EMBEDDED_SIZES['train']} training, {EMBEDDED_SIZES['test']} test images)"
 
 
 def download_mnist(dest=None, *, mirrors=None, checksums=None, timeout=30.0) -> pathlib.Path:
@@ -105,7 +171,7 @@ def download_mnist(dest=None, *, mirrors=None, checksums=None, timeout=30.0) -> 
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create the MNIST cache directory {dest} ({_reason(e)}): {HINT}") from None
+        raise UserError(f"cannot create the MNIST cache directory {dest} ({reason(e)}): {HINT}") from None
     parts = {}
     try:
         for name, sha256 in checksums.items():
@@ -113,7 +179,7 @@ def download_mnist(dest=None, *, mirrors=None, checksums=None, timeout=30.0) -> 
         for name, part in parts.items():
             os.replace(part, dest / name)
     except OSError as e:
-        raise UserError(f"cannot write the MNIST download into {dest} ({_reason(e)}): {HINT}") from None
+        raise UserError(f"cannot write the MNIST download into {dest} ({reason(e)}): {HINT}") from None
     finally:
         for part in parts.values():
             part.unlink(missing_ok=True)
@@ -130,18 +196,50 @@ def _fetch(name, sha256, mirrors, dest, timeout) -> pathlib.Path:
         try:
             digest = hashlib.sha256()
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                progress = _Progress(name, response.headers.get("Content-Length"))
                 while chunk := response.read(1 << 16):
                     digest.update(chunk)
                     out.write(chunk)
+                    progress.add(len(chunk))
+                progress.close()
                 out.flush()
                 os.fsync(out.fileno())
             if digest.hexdigest() == sha256:
                 return tmp
             failures.append(f"{url} has SHA-256 {digest.hexdigest()}, expected {sha256}")
         except (OSError, http.client.HTTPException, ValueError) as e:
-            failures.append(f"{url}: {_reason(e)}")
+            failures.append(f"{url}: {reason(e)}")
         tmp.unlink(missing_ok=True)
     raise UserError(f"could not download {name} ({'; '.join(failures)}); nothing was saved: {HINT}")
+
+
+class _Progress:
+    """Bytes received and rate of one download, on stderr when it is a terminal (at most 10 updates a second)."""
+
+    def __init__(self, name, length, stream=None, clock=time.monotonic):
+        self.stream = sys.stderr if stream is None else stream
+        self.shown = self.stream.isatty()
+        self.name, self.total = name, int(length) if length and str(length).isdigit() else None
+        self.clock, self.start, self.last, self.done = clock, clock(), float("-inf"), 0
+
+    def add(self, count) -> None:
+        self.done += count
+        if self.shown and self.clock() - self.last >= 0.1:
+            self.last = self.clock()
+            self.stream.write("\r" + self.line())
+            self.stream.flush()
+
+    def line(self) -> str:
+        """`name: 1.2 of 9.9 MB, 3.4 MB/s`, the total left out when the server did not say it."""
+        seconds = self.clock() - self.start
+        rate = f"{self.done / seconds / 1e6:.1f} MB/s" if seconds > 0 else "- MB/s"
+        of = f" of {self.total / 1e6:.1f}" if self.total else ""
+        return f"downloading {self.name}: {self.done / 1e6:.1f}{of} MB, {rate}"
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r" + self.line() + "\n")
+            self.stream.flush()
 
 
 def _load_explicit(path, origin) -> Mnist:
@@ -173,9 +271,10 @@ def _idx_paths(folder) -> dict:
     return found
 
 
-def _load_idx(folder) -> Mnist:
+def _load_idx(folder, *, checksums=None, source=None) -> Mnist:
+    """Read the four IDX files in `folder`; with `checksums`, each uncompressed file must have its SHA-256."""
     paths = _idx_paths(folder)
-    arrays = {key: _read_idx(p, key[1]) for key, p in paths.items()}
+    arrays = {key: _read_idx(p, key[1], (checksums or {}).get(key)) for key, p in paths.items()}
     for split in ("train", "test"):
         images, labels = arrays[split, "images"], arrays[split, "labels"]
         if len(images) != len(labels):
@@ -183,11 +282,14 @@ def _load_idx(folder) -> Mnist:
                 f"{paths[split, 'images']} holds {len(images)} images but {paths[split, 'labels']} holds "
                 f"{len(labels)} labels: use a matching pair of files"
             )
-    return Mnist(*(arrays[key] for key in IDX_NAMES), source=str(folder))
+    return Mnist(*(arrays[key] for key in IDX_NAMES), source=source or str(folder))
 
 
-def _read_idx(path, part) -> np.ndarray:
-    """Read one IDX file (gzipped if its name ends in .gz) and check its header against its payload."""
+def _read_idx(path, part, sha256=None) -> np.ndarray:
+    """Read one IDX file (gzipped if its name ends in .gz) and check its header against its payload.
+
+    With `sha256`, the uncompressed content must have that digest (the embedded files).
+    """
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
@@ -195,7 +297,12 @@ def _read_idx(path, part) -> np.ndarray:
         else:
             data = path.read_bytes()
     except (OSError, EOFError, zlib.error) as e:
-        raise UserError(f"cannot read {path}: {_reason(e)}; replace the file with a good copy") from None
+        raise UserError(f"cannot read {path}: {reason(e)}; replace the file with a good copy") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise UserError(
+            f"{path} has SHA-256 {hashlib.sha256(data).hexdigest()}, expected {sha256}: the file is corrupt; "
+            f"reinstall portable-cnn or {HINT}"
+        )
     magic, header = (IMAGES_MAGIC, ">IIII") if part == "images" else (LABELS_MAGIC, ">II")
     size = struct.calcsize(header)
     if len(data) < size:
@@ -229,7 +336,7 @@ def _load_npz(path) -> Mnist:
                 raise UserError(f"{path} lacks the arrays {', '.join(missing)}: not a Keras mnist.npz")
             arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
-        raise UserError(f"cannot read {path}: {_reason(e)}; replace it with a good mnist.npz") from None
+        raise UserError(f"cannot read {path}: {reason(e)}; replace it with a good mnist.npz") from None
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (ROWS, COLS):
@@ -246,12 +353,6 @@ def _check_labels(labels, where) -> None:
     if bad.size:
         i = int(bad[0])
         raise UserError(f"{where} has label {labels[i]} at index {i}; MNIST labels are 0..9: corrupt file")
-
-
-def _reason(error) -> str:
-    """A one-line description of an exception (a plain URLError wraps the real cause in `.reason`)."""
-    cause = error.reason if type(error) is urllib.error.URLError else error
-    return " ".join(str(cause).split()) or type(error).__name__
 
 
 def fingerprint(mnist, train_size: int) -> dict:

@@ -16,7 +16,7 @@ import pathlib
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, reason
 from .model import IMAGE_SIDE
 
 BOX = 20  # MNIST fits each digit's bounding box into 20x20 pixels ...
@@ -60,8 +60,8 @@ def read_gray(path) -> np.ndarray:
     except Image.DecompressionBombError:
         raise UserError("the picture is too large to be read safely") from None
     except OSError as error:  # includes PIL.UnidentifiedImageError and truncated files
-        reason = "not a picture Pillow can read" if type(error).__name__ == "UnidentifiedImageError" else _reason(error)
-        raise UserError(f"cannot read it: {reason}") from None
+        cause = "not a picture Pillow can read" if type(error).__name__ == "UnidentifiedImageError" else reason(error)
+        raise UserError(f"cannot read it: {cause}") from None
 
 
 def _gray(image) -> np.ndarray:
@@ -126,7 +126,7 @@ def _read_array(path: pathlib.Path) -> tuple[np.ndarray, bool]:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
-        raise UserError(f"not a readable .npy array ({_reason(error)})") from None
+        raise UserError(f"not a readable .npy array ({reason(error)})") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
         raise UserError(f"expected a numeric array, found {getattr(array, 'dtype', type(array).__name__)}")
     batch = array.ndim == 3
@@ -142,8 +142,3 @@ def _read_array(path: pathlib.Path) -> tuple[np.ndarray, bool]:
     if array.dtype.kind in "iu" or values.max() > 1:
         values /= 255
     return values.astype(np.float32), batch
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -62,7 +62,7 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def evaluate_model(model: ConvNet, images, labels, batch_size: int = 1000) -> Evaluation:
+def confusion_of(model: ConvNet, images, labels, batch_size: int = 1000) -> Evaluation:
     """The confusion matrix of ``model`` on host ``images`` (0-255 or [0, 1]) with host ``labels``."""
     predicted = to_host(model.predict(images, batch_size)).astype(np.int64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -74,8 +74,7 @@ def probabilities(model: ConvNet, images, batch_size: int = 1000) -> np.ndarray:
     """Softmax class probabilities ``(N, 10)`` (no dropout) of images as ``model.predict`` takes them."""
     xp = array_namespace(model.weights)
     images = as_model_images(images, model.weights)
-    count = images.shape[0]
-    pieces = [ops.softmax(model.logits(images[i : min(i + batch_size, count), ...])) for i in range(0, count, batch_size)]
+    pieces = [ops.softmax(model.logits(images[start:stop, ...])) for start, stop in ops.slices(images.shape[0], batch_size)]
     if not pieces:
         return np.zeros((0, NUM_CLASSES))
     return to_host(xp.concat(pieces)).astype(np.float64)

@@ -9,60 +9,39 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import pathlib
-import shutil
-import tempfile
-from dataclasses import dataclass
 
 from .errors import UserError
+from .files import check_writable, write_atomically
 
 COLUMNS = ("epoch", "train_acc", "test_acc", "loss", "seconds", "images_per_second")
 FORMATS = (".csv", ".jsonl")
+WHAT = "a metrics file"  # for files' messages: "cannot write a metrics file to ..."
 
 
-@dataclass
-class EpochRecord:
-    """What one epoch measured; ``test_acc`` is None for epochs that were not evaluated."""
-
-    epoch: int
-    train_acc: float
-    test_acc: float | None
-    loss: float
-    seconds: float
-    images_per_second: float
-
-    def line(self) -> str:
-        """The notebook's progress line, formatted exactly as the notebook formats it."""
-        return f"I:{self.epoch} Test-Acc:{self.test_acc} Train-Acc:{self.train_acc}"
-
-
-def check_path(path) -> None:
-    """Refuse, before training, a metrics path of unknown format or in a folder that does not exist."""
+def check_path(path) -> pathlib.Path:
+    """Refuse, before training, a metrics path of unknown format or one that could never be written."""
     path = pathlib.Path(path)
     if path.suffix.lower() not in FORMATS:
         raise UserError(f"--metrics {path}: name the file .csv or .jsonl (the extension picks the format)")
-    if not path.parent.is_dir():
-        raise UserError(f"--metrics {path}: the folder {path.parent} does not exist")
-    if path.is_dir():
-        raise UserError(f"--metrics {path} is a folder; give a file name")
+    return check_writable(path, WHAT)
 
 
 class MetricsWriter:
-    """Writes EpochRecord-like objects (attributes named as COLUMNS) to ``path``, one flushed row each.
+    """Writes records with attributes named as COLUMNS (the trainer's EpochRecord) to ``path``, one flushed row each.
 
     ``keep_before`` (a resumed run's first epoch) keeps the file's rows of earlier epochs and drops
     the rest; otherwise the file starts empty.
     """
 
     def __init__(self, path, keep_before: int | None = None):
-        check_path(path)
-        self.path = pathlib.Path(path)
+        self.path = check_path(path)
         self._csv = self.path.suffix.lower() == ".csv"
         kept = [row for row in read_metrics(self.path) if row["epoch"] < keep_before] if keep_before and self.path.is_file() else []
         try:
             if kept:
-                _rewrite(self.path, kept, self._format_row)
+                header = [",".join(COLUMNS) + "\n"] if self._csv else []
+                write_atomically(self.path, "".join(header + [self._format_row(row) for row in kept]).encode("utf-8"), WHAT)
             self._file = open(self.path, "a" if kept else "w", newline="", encoding="utf-8")
         except OSError as error:
             raise UserError(f"cannot write --metrics {self.path}: {error.strerror or error}") from None
@@ -76,12 +55,6 @@ class MetricsWriter:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _format_row(self, row: dict) -> str:
         row = {
@@ -133,19 +106,3 @@ def _typed(row: dict) -> dict:
         "seconds": float(row["seconds"]),
         "images_per_second": float(row["images_per_second"]),
     }
-
-
-def _rewrite(path: pathlib.Path, rows: list[dict], format_row) -> None:
-    """Replace the file with ``rows`` atomically (header included for CSV)."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        shutil.copymode(path, temporary)
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
-            if path.suffix.lower() == ".csv":
-                file.write(",".join(COLUMNS) + "\n")
-            file.writelines(format_row(row) for row in rows)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

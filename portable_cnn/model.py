@@ -1,12 +1,14 @@
-"""The chapter-10 network: parameters, forward, backward (one SGD step) and predict.
+"""The chapter-10 network, corrected: parameters, forward, backward (gradients) and predict.
 
-Pure array-API code on the parameters' own namespace; the trainer owns batches and randomness.
+Pure array-API code on the parameters' own namespace; the update is :mod:`optim`'s, batches and
+randomness are the trainer's, and the notebook's own step (errata included) is :mod:`book`'s.
+Change the activation or the layers here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device as device_of
 
@@ -15,6 +17,28 @@ from . import ops
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
 KEEP_PROB = 0.5  # dropout keeps half of the hidden units, as in the book
+
+
+class Cache(NamedTuple):
+    """What a training forward pass keeps for the backward pass."""
+
+    windows: Any  # im2col windows (B * positions**2, kernel_size**2)
+    active: Any  # tanh activations (B, hidden)
+    scale: Any  # dropout's factor per unit: 1 / KEEP_PROB where kept, 0 where dropped
+    dropped: Any  # active * scale, the dense layer's input
+    keep_mask: Any
+
+
+class Gradients(NamedTuple):
+    """Gradients of a loss with respect to the parameters, shaped like them."""
+
+    kernels: Any
+    weights: Any
+
+
+def valid_positions(kernel_size: int) -> int:
+    """Positions per side of a valid convolution of a 28x28 image."""
+    return IMAGE_SIDE - kernel_size + 1
 
 
 @dataclass
@@ -28,7 +52,7 @@ class ConvNet:
     kernels: Any
     weights: Any
     kernel_size: int
-    positions: int  # side of the output map: 28 - kernel_size + 1 (the book visits one fewer)
+    positions: int  # side of the output map: valid_positions(kernel_size) (the book visits one fewer)
 
     @property
     def num_kernels(self) -> int:
@@ -47,41 +71,35 @@ class ConvNet:
         return xp.reshape(xp.tanh(self.kernels.T @ planes), (self.num_kernels, images.shape[0], -1))
 
     def logits(self, images):
-        """Class scores of a batch without dropout (evaluation).
+        """Class scores of a batch without dropout (evaluation): :meth:`scores` of its :meth:`feature_maps`."""
+        return self.scores(self.feature_maps(images))
 
-        Works kernel-major (one ``(B, P) @ (P, 10)`` product per kernel, summed): the same function as
-        ``features(images)[1] @ weights`` with the sums in another order, and faster.
+    def scores(self, maps):
+        """Class scores from kernel-major feature maps: one ``(B, P) @ (P, 10)`` product per kernel, summed.
+
+        The same function as ``features(images)[1] @ weights`` with the sums in another order, and faster.
         """
-        xp = array_namespace(images)
+        xp = array_namespace(maps)
         per_kernel = xp.permute_dims(xp.reshape(self.weights, (-1, self.num_kernels, NUM_CLASSES)), (1, 0, 2))
-        return xp.sum(self.feature_maps(images) @ per_kernel, axis=0)
+        return xp.sum(maps @ per_kernel, axis=0)
 
-    def sgd_step(self, images, targets, keep_mask, *, alpha: float, kernel_alpha: float, normaliser: float, book=False):
-        """One step of plain SGD on a batch; returns the batch's softmax probabilities (with dropout).
-
-        ``targets`` are one-hot rows; the output delta ``(targets - p) / normaliser`` is the negative
-        gradient of the summed cross-entropy, scaled. The dense weights step by ``alpha`` times their
-        delta, the kernels by ``kernel_alpha`` times theirs. ``book=True`` keeps the notebook's errata 2 and 3:
-        the kernels step up the gradient, and the tanh derivative is taken of the dropout-scaled output.
-        """
+    def forward(self, images, keep_mask):
+        """Training forward pass with dropout: softmax probabilities of a batch, and what :meth:`backward` needs."""
         windows, active = self.features(images)
         scale = ops.dropout_scale(keep_mask, KEEP_PROB, active.dtype)
         dropped = active * scale
-        logits = dropped @ self.weights
-        probabilities = ops.book_softmax(logits) if book else ops.softmax(logits)
+        return ops.softmax(dropped @ self.weights), Cache(windows, active, scale, dropped, keep_mask)
 
-        output_delta = (targets - probabilities) / normaliser
+    def backward(self, cache: Cache, probabilities, targets, divisor: float = 1) -> Gradients:
+        """Gradients of the batch's summed cross-entropy against one-hot ``targets``, divided by ``divisor``.
+
+        For softmax with cross-entropy the output delta is ``probabilities - targets``; the hidden
+        delta goes back through the weights, dropout's scale and tanh.
+        """
+        output_delta = (probabilities - targets) / divisor
         backprop = output_delta @ self.weights.T
-        if book:
-            xp = array_namespace(keep_mask)
-            hidden_delta = backprop * ops.tanh_derivative(dropped) * xp.astype(keep_mask, dropped.dtype)
-        else:
-            hidden_delta = backprop * ops.dropped_tanh_derivative(scale, dropped, active)
-
-        self.weights = self.weights + alpha * (dropped.T @ output_delta)
-        kernel_step = kernel_alpha * ops.conv_kernel_gradient(windows, hidden_delta, self.num_kernels)
-        self.kernels = self.kernels - kernel_step if book else self.kernels + kernel_step
-        return probabilities
+        hidden_delta = backprop * ops.dropped_tanh_derivative(cache.scale, cache.dropped, cache.active)
+        return Gradients(ops.conv_kernel_gradient(cache.windows, hidden_delta, self.num_kernels), cache.dropped.T @ output_delta)
 
     def predict(self, images, batch_size: int = 1000):
         """Class indices for ``(N, 28, 28)``, ``(N, 784)`` or one ``(28, 28)`` image, host or device.
@@ -91,10 +109,7 @@ class ConvNet:
         """
         xp = array_namespace(self.weights)
         images = as_model_images(images, self.weights)
-        count = images.shape[0]
-        scores = [
-            xp.argmax(self.logits(images[i : min(i + batch_size, count), ...]), axis=-1) for i in range(0, count, batch_size)
-        ]
+        scores = [xp.argmax(self.logits(images[start:stop, ...]), axis=-1) for start, stop in ops.slices(images.shape[0], batch_size)]
         return xp.concat(scores) if scores else xp.zeros((0,), dtype=xp.int64, device=device_of(self.weights))
 
 

@@ -59,11 +59,6 @@ def dropout_scale(keep_mask, keep_prob: float, dtype):
     return xp.astype(keep_mask, dtype) * (1 / keep_prob)
 
 
-def dropout(activation, keep_mask, keep_prob: float):
-    """Inverted dropout: zero the dropped units and scale the kept ones by ``1 / keep_prob``."""
-    return activation * dropout_scale(keep_mask, keep_prob, activation.dtype)
-
-
 def dropped_tanh_derivative(scale, dropped, activation):
     """d(scale * tanh(z)) / dz = ``scale * (1 - t**2)``, computed as ``scale - dropped * t``.
 
@@ -91,18 +86,33 @@ def book_softmax(logits):
 def one_hot(labels, num_classes: int, dtype):
     """``(N,)`` integer labels -> ``(N, num_classes)`` indicator rows of ``dtype``."""
     xp = array_namespace(labels)
-    classes = xp.arange(num_classes, dtype=labels.dtype, device=labels.device)
+    classes = xp.asarray(list(range(num_classes)), dtype=labels.dtype, device=labels.device)
     return xp.astype(labels[:, None] == classes, dtype)
 
 
-def cross_entropy_sum(probabilities, targets):
-    """Summed negative log-likelihood of one-hot ``targets`` (a device scalar, no host sync)."""
+def probability_floor(like):
+    """The smallest normal number of ``like``'s dtype as a 0-d array on its device, made once per run:
+    :func:`cross_entropy_sum` raises probabilities to it (``clip`` would sync the host on CuPy)."""
+    xp = array_namespace(like)
+    return xp.asarray(xp.finfo(like.dtype).smallest_normal, dtype=like.dtype, device=like.device)
+
+
+def cross_entropy_sum(probabilities, targets, floor):
+    """Summed negative log-likelihood of one-hot ``targets``, probabilities raised to the 0-d ``floor``
+    (:func:`probability_floor`) so that a zero gives a large finite loss; a device scalar, no host sync."""
     xp = array_namespace(probabilities, targets)
-    tiny = xp.finfo(probabilities.dtype).smallest_normal
-    return -xp.sum(targets * xp.log(xp.clip(probabilities, tiny, None)))
+    return -xp.sum(targets * xp.log(xp.maximum(probabilities, floor)))
 
 
 def count_correct(scores, labels):
     """How many rows' arg-max equals the label (a device scalar, no host sync)."""
     xp = array_namespace(scores, labels)
     return xp.sum(xp.astype(xp.argmax(scores, axis=-1) == labels, labels.dtype))
+
+
+def slices(count: int, size: int) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive batches of ``size`` covering ``count`` items, the last one shorter.
+
+    The stops never pass ``count``: the standard leaves out-of-range slice ends undefined.
+    """
+    return [(start, min(start + size, count)) for start in range(0, count, size)]

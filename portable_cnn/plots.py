@@ -9,11 +9,11 @@ size the functions return. matplotlib is optional: ``pip install 'portable-cnn[p
 from __future__ import annotations
 
 import math
-import pathlib
 
 import numpy as np
 
 from .errors import UserError
+from .files import check_writable
 
 DPI = 100
 MATPLOTLIB_HINT = "drawing pictures needs matplotlib, which is not installed; install it with: pip install 'portable-cnn[plot]'"
@@ -32,9 +32,7 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path) -> tuple[int, int]:
-    path = pathlib.Path(path)
-    if not path.parent.is_dir():
-        raise UserError(f"cannot write {path}: the folder {path.parent} does not exist")
+    path = check_writable(path, "a picture")
     try:
         figure.savefig(path, dpi=DPI)
     except ValueError as error:  # an unknown extension

@@ -1,25 +1,49 @@
-"""Runs that outlive their process: checkpoints written and resumed, interrupts and divergence."""
+"""The library API, :func:`train`: a run from its Config to its trained model, resumable across processes.
+
+It resolves the backend, reads the data, starts the model (or restores a checkpoint), puts the
+callbacks together and hands them to :func:`trainer.fit`; a stop request ends in :class:`Interrupted`
+after the run was saved, a NaN or infinity in :class:`Diverged` with the last good state kept.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass
+import sys
+from typing import Callable, NamedTuple
 
-from array_api_compat import array_namespace
-
-from . import checkpoint
-from .backends import to_host
+from . import checkpoint, metrics
+from .backends import get_backend
+from .callbacks import (
+    DEFAULT_INTERRUPT_PATH,
+    Callback,
+    Checkpoints,
+    Diverged,
+    DivergenceCheck,
+    EachEpoch,
+    MetricsFile,
+    NotebookLines,
+    ProgressBar,
+    StopOnRequest,
+    show_progress,
+)
 from .config import RECIPE_FIELDS, Config
+from .datasets import EMBEDDED_SOURCE, fingerprint, load_mnist
 from .errors import UserError
-from .metrics import EpochRecord
+from .files import check_writable
 from .model import ConvNet
+from .rng import make_random
+from .trainer import EpochRecord, Position, batches, fit, init_model, to_device
 
-DEFAULT_INTERRUPT_PATH = "portable-cnn-interrupted.npz"
+__all__ = ["DEFAULT_INTERRUPT_PATH", "Diverged", "Interrupted", "TrainResult", "config_from_checkpoint", "train"]
+
+
+class TrainResult(NamedTuple):
+    model: ConvNet
+    history: list[EpochRecord]
 
 
 class Interrupted(Exception):
-    """Training stopped on request after a batch (Ctrl-C, SIGTERM, ``stop``); the run was saved to ``path``."""
+    """Training stopped on request before a batch (Ctrl-C, SIGTERM, ``stop``); the run was saved to ``path``."""
 
     def __init__(self, path: str, epoch: int, batch: int, batches: int, defaulted: bool):
         self.path, self.epoch, self.batch, self.batches, self.defaulted = path, epoch, batch, batches, defaulted
@@ -28,44 +52,96 @@ class Interrupted(Exception):
         super().__init__(f"stopped at {where}; saved {path}{note}")
 
 
-class Diverged(UserError):
-    """The loss or the parameters became NaN or infinite; the last good state was kept, never the bad one."""
+def train(
+    config: Config,
+    data=None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    stop=None,
+    callbacks: tuple[Callback, ...] = (),
+) -> TrainResult:
+    """Train the network as ``config`` says; returns the model and one EpochRecord per epoch.
 
-
-@dataclass
-class Position:
-    """Where a run stands: ``epoch`` epochs done and ``batch`` batches of the next, with that epoch's counts so far."""
-
-    epoch: int
-    batch: int = 0
-    correct: int = 0
-    loss: float = 0.0
-    seconds: float = 0.0
-
-    def partial(self) -> dict | None:
-        return {"correct": self.correct, "loss": self.loss, "seconds": self.seconds} if self.batch else None
-
-
-def divergence(record: EpochRecord, model: ConvNet) -> str | None:
-    """What went non-finite in an epoch, or None: the loss (already on the host), then the parameters.
-
-    Called once per epoch; the parameter check is one device reduction read as one host boolean.
+    ``data`` is an :class:`~portable_cnn.datasets.Mnist` (``load_mnist(config.data_dir, ...)`` when omitted).
+    Unless ``config.quiet`` each evaluated epoch prints the notebook's line; ``config.save``,
+    ``config.metrics`` and ``config.resume`` write and continue runs (a resumed run's history starts
+    with its checkpoint's epochs). ``on_epoch`` is called with each new EpochRecord; ``stop`` (anything
+    with ``is_set()``) is looked at before each batch, and once set the run is saved and
+    :class:`Interrupted` raised. ``callbacks`` (:class:`~portable_cnn.callbacks.Callback`) are added to the run's own.
     """
-    if not math.isfinite(record.loss):
-        return f"the loss became {record.loss}"
-    xp = array_namespace(model.weights)
-    if not bool(xp.all(xp.isfinite(model.kernels)) & xp.all(xp.isfinite(model.weights))):
-        return "the weights became NaN or infinite"
-    return None
+    config = config.validated()
+    for path, check in ((config.save, lambda path: check_writable(path, checkpoint.WHAT)), (config.metrics, metrics.check_path)):
+        if path is not None:
+            check(path)
+    resumed = checkpoint.load(config.resume) if config.resume else None
+    if resumed is not None:
+        check_resumable(config, resumed)
+    backend = get_backend(config.backend, config.device)
+    if data is None:
+        data = load_mnist(config.data_dir, train_size=config.train_size, test_size=config.test_size)
+    if data.source == EMBEDDED_SOURCE and not config.quiet:
+        print(f"portable-cnn: training on {EMBEDDED_SOURCE} of MNIST ({len(data.train_images)} training, "
+              f"{len(data.test_images)} test images)", file=sys.stderr)
+    with backend.activated():
+        device_data = to_device(data, config, backend)
+        random = make_random(config.random_kind(), backend, config.seed)
+        saved_data = fingerprint(data, config.train_size)
+        if resumed is None:
+            model, history, start = init_model(config, random), [], Position(0)
+        else:
+            model, history, start = restore(resumed, backend, random, saved_data, len(batches(config, config.train_size)))
+        saver = Checkpoints(config, backend, saved_data)
+        run_callbacks = [DivergenceCheck(saver)]
+        if not config.quiet:
+            run_callbacks.append(NotebookLines())
+        if show_progress(config):
+            run_callbacks.append(ProgressBar())
+        if config.metrics:
+            run_callbacks.append(MetricsFile(config.metrics, keep_before=start.epoch if resumed else None))
+        if on_epoch is not None:
+            run_callbacks.append(EachEpoch(on_epoch))
+        run_callbacks += [*callbacks, saver]
+        if stop is not None:
+            run_callbacks.append(StopOnRequest(stop))
+        stopped = fit(model, device_data, config, random, run_callbacks, history, start)
+    if stopped is not None:
+        per_epoch = len(batches(config, config.train_size))
+        raise Interrupted(saver.saved_to, stopped.epoch, stopped.batch, per_epoch, defaulted=config.save is None)
+    return TrainResult(model, history)
+
+
+def restore(saved: checkpoint.Checkpoint, backend, random, data: dict, per_epoch: int):
+    """The model, history and position of a checkpoint, with ``random`` set to continue its stream."""
+    wanted = saved.data.get("train_sha256")
+    if wanted is not None and wanted != data["train_sha256"]:
+        raise UserError(
+            f"the training images differ from those the checkpoint {saved.path} was trained on "
+            f"({saved.data.get('source')}); resume with the same data (--data-dir)"
+        )
+    try:
+        random.restore(saved.rng)
+        fields = [field.name for field in dataclasses.fields(EpochRecord)]
+        history = [EpochRecord(**{name: row[name] for name in fields}) for row in saved.history]
+        partial = saved.partial or {}
+        counts = int(partial.get("correct", 0)), float(partial.get("loss", 0.0)), float(partial.get("seconds", 0.0))
+        position = Position(saved.epoch, saved.batch, *counts)
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise UserError(f"the checkpoint {saved.path} is corrupt: its training state cannot be read ({error})") from None
+    if not 0 <= position.batch < per_epoch or len(history) != position.epoch:
+        raise UserError(
+            f"the checkpoint {saved.path} is corrupt: it stops at batch {position.batch} of epoch {position.epoch}, "
+            f"with {len(history)} epochs of history"
+        )
+    return saved.to_model(backend), history, position
 
 
 def check_resumable(config: Config, saved: checkpoint.Checkpoint) -> None:
     """Refuse to resume a checkpoint with another recipe (naming the field) or with no epochs left."""
-    recipe = saved.meta["recipe"]
     for name in RECIPE_FIELDS:
-        if name in recipe and recipe[name] != getattr(config, name):
+        if name in saved.recipe and saved.recipe[name] != getattr(config, name):
             raise UserError(
-                f"the checkpoint {saved.path} was trained with {_flag(name, recipe[name])}, but this run has "
+                f"the checkpoint {saved.path} was trained with {_flag(name, saved.recipe[name])}, but this run has "
                 f"{_flag(name, getattr(config, name))}; a resumed run keeps its checkpoint's {name.replace('_', '-')}"
             )
     if config.epochs <= saved.epoch:
@@ -93,69 +169,3 @@ def config_from_checkpoint(saved: checkpoint.Checkpoint, **changes) -> Config:
     except TypeError as error:
         raise UserError(f"the checkpoint {saved.path} is corrupt: its config is not valid ({error})") from None
     return dataclasses.replace(config, **changes)
-
-
-class Saver:
-    """Writes this run's checkpoints and restores a saved one: the link between the trainer and its files."""
-
-    def __init__(self, config: Config, backend, data: dict):
-        self.config, self.backend, self.data = config, backend, data
-
-    def write(self, path, model: ConvNet, rng: dict, position: Position, history: list[EpochRecord]):
-        meta = checkpoint.metadata(
-            config=dataclasses.asdict(self.config),
-            recipe=self.config.recipe(),
-            model=model,
-            dtype=self.config.dtype,
-            epoch=position.epoch,
-            batch=position.batch,
-            partial=position.partial(),
-            rng=rng,
-            history=[dataclasses.asdict(record) for record in history],
-            data=self.data,
-            backend={"name": self.backend.name, "device": str(self.backend.device)},
-        )
-        kernels, weights = to_host(model.kernels), to_host(model.weights)
-        return checkpoint.save(path, checkpoint.Checkpoint(kernels, weights, meta))
-
-    def restore(self, saved: checkpoint.Checkpoint, random, num_batches: int):
-        """The model, history and position of a checkpoint, with ``random`` set to continue its stream."""
-        wanted = saved.meta.get("data", {}).get("train_sha256")
-        if wanted is not None and wanted != self.data["train_sha256"]:
-            raise UserError(
-                f"the training images differ from those the checkpoint {saved.path} was trained on "
-                f"({saved.meta['data'].get('source')}); resume with the same data (--data-dir)"
-            )
-        try:
-            random.restore(saved.rng)
-            history = [EpochRecord(**{field.name: row[field.name] for field in dataclasses.fields(EpochRecord)}) for row in saved.history]
-            partial = saved.meta.get("partial") or {}
-            position = Position(saved.epoch, saved.batch, int(partial.get("correct", 0)), float(partial.get("loss", 0.0)),
-                                float(partial.get("seconds", 0.0)))
-        except UserError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise UserError(f"the checkpoint {saved.path} is corrupt: its training state cannot be read ({error})") from None
-        if not 0 <= position.batch < num_batches or len(history) != position.epoch:
-            raise UserError(f"the checkpoint {saved.path} is corrupt: it stops at batch {position.batch} of epoch {position.epoch}, "
-                            f"with {len(history)} epochs of history")
-        return saved.to_model(self.backend), history, position
-
-    def interrupted(self, model, rng, position: Position, history, num_batches: int, last_saved=None) -> Interrupted:
-        path = self.config.save or DEFAULT_INTERRUPT_PATH
-        if not (path == self.config.save and position.batch == 0 and last_saved == position.epoch):
-            self.write(path, model, rng, position, history)
-        return Interrupted(str(path), position.epoch, position.batch, num_batches, defaulted=self.config.save is None)
-
-    def diverged(self, problem: str, epoch: int, model, good, history, last_saved) -> Diverged:
-        kernels, weights, rng, position, count = good
-        advice = " (try a smaller --alpha)"
-        if not self.config.save:
-            return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; nothing was saved (no --save)")
-        if count == 0 and position.batch == 0:
-            return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; no epoch had finished, so nothing was saved")
-        if last_saved != position.epoch or position.batch:
-            good_model = dataclasses.replace(model, kernels=kernels, weights=weights)
-            self.write(self.config.save, good_model, rng, position, history[:count])
-        done = f"{position.epoch} epoch{'' if position.epoch == 1 else 's'}" + (f" and {position.batch} batches" if position.batch else "")
-        return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; {self.config.save} keeps the last good state ({done})")

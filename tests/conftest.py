@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MNIST files and every backend (GPU ones marked ``gpu``, skipped without one)."""
+"""Shared fixtures: the real MNIST files and every backend of the registry (GPU ones marked ``gpu``,
+skipped without one)."""
 
 import os
 import pathlib
@@ -6,17 +7,26 @@ import pathlib
 import pytest
 
 from portable_cnn import UserError, get_backend, load_mnist
+from portable_cnn.backends import LIBRARIES
+from portable_cnn.datasets import EMBEDDED_DIR, ENV_VAR
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SEED_OUTPUT = REPO.parent / "shared" / "seed" / "book_output_300_epochs.txt"
+# The notebook's own saved output for all 300 epochs (a copy of ../shared/seed/book_output_300_epochs.txt).
+SEED_OUTPUT = REPO / "tests" / "data" / "book_output_300_epochs.txt"
 
-BACKENDS = [
-    pytest.param(("numpy", None), id="numpy"),
-    pytest.param(("array-api-strict", None), id="array-api-strict"),
-    pytest.param(("torch", "cpu"), id="torch"),
-    pytest.param(("cupy", None), id="cupy", marks=pytest.mark.gpu),
-    pytest.param(("torch", "cuda"), id="torch-cuda", marks=pytest.mark.gpu),
-]
+
+def _backend_params():
+    """(name, device) of each library on the CPU, and on its GPU (marked ``gpu``) where it has one."""
+    params = []
+    for name, library in LIBRARIES.items():
+        if library.cpu:
+            params.append(pytest.param((name, None), id=name))
+        if library.gpu is not None:
+            params.append(pytest.param((name, library.gpu), id=f"{name}-{library.gpu}" if library.cpu else name, marks=pytest.mark.gpu))
+    return params
+
+
+BACKENDS = _backend_params()
 
 
 def backend_or_skip(name, device=None):
@@ -34,10 +44,18 @@ def backend(request):
 
 @pytest.fixture(scope="session")
 def mnist_dir():
-    """The shared real MNIST: $PORTABLE_CNN_DATA_DIR, else <repo>/../shared/data/mnist."""
-    path = pathlib.Path(os.environ.get("PORTABLE_CNN_DATA_DIR") or REPO.parent / "shared" / "data" / "mnist").resolve()
+    """The real MNIST the book's protocol needs, embedded in the package (1000 training, 10000 test images)."""
+    return EMBEDDED_DIR
+
+
+@pytest.fixture(scope="session")
+def full_mnist_dir():
+    """MNIST with more than the embedded 1000 training images: $PORTABLE_CNN_DATA_DIR, or a skip saying so."""
+    if not os.environ.get(ENV_VAR):
+        pytest.skip(f"needs more than 1000 training images: set {ENV_VAR} to a folder with the MNIST files")
+    path = pathlib.Path(os.environ[ENV_VAR]).expanduser().resolve()
     if not path.is_dir():
-        pytest.skip(f"the shared MNIST files are not in {path}; set PORTABLE_CNN_DATA_DIR")
+        pytest.skip(f"{ENV_VAR}={path} is not a folder")
     return path
 
 

@@ -6,8 +6,8 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
+import numpy as np
 import pytest
 
 from benchmarks import compare, contenders, memory_probe, profile_stages, report, timing
@@ -59,10 +59,31 @@ def test_rounds_are_interleaved_after_a_dropped_warm_up_and_ratios_are_paired():
     assert timing.summary([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
 
 
-def fake(key, seconds):
-    """A contender that sleeps: its figures are known in advance."""
+class FakeClock:
+    """Stands in for `timing.clock`: time moves only when a fake stage says it took so long."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def takes(self, seconds):
+        """A call that takes `seconds` on this clock."""
+        return lambda: setattr(self, "now", self.now + seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake_clock = FakeClock()
+    monkeypatch.setattr(timing, "clock", fake_clock)
+    return fake_clock
+
+
+def fake(clock, key, seconds):
+    """A contender whose train epoch takes `seconds` and its evaluation twice that, on the fake clock."""
     return Contender(key, f"fake {key}", "float32", 1000, 10000, 10**9, 4 * 10**9,
-                     lambda: time.sleep(seconds), lambda: time.sleep(2 * seconds), lambda: None)
+                     clock.takes(seconds), clock.takes(2 * seconds), lambda: None)
 
 
 def cell_median(cell: str) -> float:
@@ -74,8 +95,8 @@ MACHINE = {"name": "synthetic", "cpu": "test", "cores": 2, "blas": "none", "nump
 SYNTHETIC_RESULTS = document(MACHINE, {}, {}, {})
 
 
-def test_the_table_shows_the_json_figures(tmp_path):
-    built = {"notebook": fake("notebook", 0.02), "numpy-f32": fake("numpy-f32", 0.002), "pytorch": fake("pytorch", 0.004)}
+def test_the_table_shows_the_json_figures(tmp_path, clock):
+    built = {"notebook": fake(clock, "notebook", 0.02), "numpy-f32": fake(clock, "numpy-f32", 0.002), "pytorch": fake(clock, "pytorch", 0.004)}
     rows = compare.measure(built, {"notebook": 1, "numpy-f32": 2, "pytorch": 2}, {"float32": 100.0, "float64": 50.0}, log=lambda _: None)
     path = report.write_json(document(MACHINE, {"quick": True}, {"contenders": [0.5, 0.7]}, rows), tmp_path / "synthetic.json")
     results = report.read_json(path)
@@ -92,8 +113,10 @@ def test_the_table_shows_the_json_figures(tmp_path):
         if key != "notebook":
             assert cell_median(cells["× faster than notebook"]) == pytest.approx(row["speedup_vs_notebook"]["median"], rel=5e-3)
     assert results["contenders"]["numpy-f32"]["speedup_vs_notebook"]["n"] == 1  # the notebook took part in one round only
-    assert results["contenders"]["pytorch"]["time_vs_baseline"]["median"] > 1  # it sleeps twice as long
-    assert [t["met"] for t in results["targets"]] == [False, True]  # ~10x is not 50x; ~2x beats 1.5x
+    assert results["contenders"]["numpy-f32"]["epoch_s"]["median"] == pytest.approx(0.006)  # train 2 ms + eval 4 ms
+    assert results["contenders"]["numpy-f32"]["speedup_vs_notebook"]["median"] == pytest.approx(10.0)
+    assert results["contenders"]["pytorch"]["time_vs_baseline"]["median"] == pytest.approx(2.0)  # it takes twice as long
+    assert [t["met"] for t in results["targets"]] == [False, True]  # 10x is not 50x; 2x beats 1.5x
     assert "MISSED: numpy float32 epoch >= 50x faster than the notebook" in table
     assert "Load average (1 min) before → after each part: contenders 0.50 → 0.70." in table
 
@@ -137,13 +160,39 @@ def test_memory_probe_measures_a_fresh_process(mnist_dir):
         assert abs(phase["rss_mib"] - phase["tracemalloc_mib"]) < 4
 
 
+def test_a_stage_floor_is_its_traffic_or_its_flops_whichever_is_slower(clock):
+    """The floor formula on given numbers, and the measured times as the fake clock says."""
+    array = np.zeros(1000, np.float32)  # 4000 bytes
+    stages = [profile_stages._stage("copy", clock.takes(0.002), [array], [array]),  # 8000 bytes, no FLOPs
+              profile_stages._stage("gemm", clock.takes(0.005), [array], [], flops=5 * 10**9)]
+    profiled = profile_stages.profile(stages, clock.takes(0.008), "given", bandwidth_gbs=1e-3, peak_gflops=500.0, reps=3)
+    copy, gemm = profiled["stages"]
+    assert copy["bytes"] == 8000 and copy["floor_ms"] == pytest.approx(8.0)  # 8000 B at 1 MB/s
+    assert gemm["bytes"] == 4000 and gemm["floor_ms"] == pytest.approx(10.0)  # 5 GFLOP at 500 GFLOP/s, more than 4 ms of traffic
+    assert copy["ms"] == {"median": pytest.approx(2.0), "min": pytest.approx(2.0), "max": pytest.approx(2.0), "n": 3}
+    assert gemm["ms"]["median"] == pytest.approx(5.0) and profiled["whole_ms"]["median"] == pytest.approx(8.0)
+
+
+def test_the_epoch_floor_scales_each_profile_by_its_batches():
+    def stage(ms, floor_ms):
+        return {"ms": {"median": ms}, "floor_ms": floor_ms}
+
+    profile = {"training batch": {"stages": [stage(2.0, 1.0), stage(3.0, 0.5)], "whole_ms": {"median": 6.0}, "batches_per_epoch": 8},
+               "evaluation batch": {"stages": [stage(1.0, 0.25)], "whole_ms": {"median": 1.5}, "batches_per_epoch": 100}}
+    assert report.epoch_floor({"profile": profile}) == {"stages_ms": 5.0 * 8 + 1.0 * 100, "whole_ms": 6.0 * 8 + 1.5 * 100,
+                                                         "floor_ms": 1.5 * 8 + 0.25 * 100}
+    line = report.epoch_floor_line({"profile": profile, "contenders": {"numpy-f32": {"epoch_s": {"median": 0.37}}}})
+    assert "the stages add up to 140 ms" in line and "their floor to 37" in line and "10x its floor" in line
+
+
 def test_profile_stages_follow_the_model():
+    """The real stages on a tiny recipe: their names, traffic and FLOPs, and the report's section (no time compared)."""
     recipe = Config(batch_size=8, eval_batch_size=4, train_size=16, test_size=16).validated()
     profiled = profile_stages.run(bandwidth_gbs=10.0, peak_gflops=100.0, reps=1, recipe=recipe)
     assert [p["batches_per_epoch"] for p in profiled.values()] == [2, 4]
     for result in profiled.values():
-        assert all(row["floor_ms"] > 0 for row in result["stages"])
-    epoch = report.epoch_floor({"profile": profiled})
-    assert 0 < epoch["floor_ms"] < epoch["stages_ms"]
+        for row in result["stages"]:
+            assert row["bytes"] > 0 and row["ms"]["n"] == 1
+            assert row["floor_ms"] == pytest.approx(1e3 * max(row["bytes"] / 10e9, row["flops"] / 100e9))
+    assert any(row["flops"] > 0 for row in profiled["training batch"]["stages"])
     assert "### Where the time goes" in report.markdown({**SYNTHETIC_RESULTS, "profile": profiled})
-

@@ -4,16 +4,19 @@ every backend, atomic writes, one-line errors for bad files, metrics files, dive
 import dataclasses
 import json
 import os
+import signal
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from portable_cnn import Config, UserError, checkpoint, get_backend, train
-from portable_cnn.backends import BookRandom, NativeRandom, PortableRandom, to_host
+from portable_cnn.backends import to_host
+from portable_cnn.callbacks import show_progress
 from portable_cnn.metrics import read_metrics
+from portable_cnn.rng import BookRandom, NativeRandom, PortableRandom
 from portable_cnn.runs import Diverged, Interrupted
-from portable_cnn.trainer import show_progress
 
 from .conftest import backend_or_skip
 
@@ -96,11 +99,11 @@ def test_native_state_restores_only_on_its_own_library():
 
 @pytest.mark.parametrize("recipe", [BOOK, SMALL], ids=["book", "default"])
 def test_interrupted_in_mid_epoch_resumes_exactly(mnist, tmp_path, recipe):
-    """Stopped before batch 1 of epoch 1 (of 2 batches), the resumed run is the straight one."""
+    """Stopped before batch 1 of epoch 1 (of 2 batches: the 4th look), the resumed run is the straight one."""
     straight = train(recipe, mnist)
     path = tmp_path / "stopped.npz"
     with pytest.raises(Interrupted) as stopped:
-        train(dataclasses.replace(recipe, save=str(path)), mnist, stop=StopAfter(4))
+        train(dataclasses.replace(recipe, save=str(path)), mnist, stop=StopAfter(3))
     assert (stopped.value.epoch, stopped.value.batch, stopped.value.path) == (1, 1, str(path))
     saved = checkpoint.load(path)
     assert (saved.epoch, saved.batch, len(saved.history)) == (1, 1, 1)
@@ -241,6 +244,36 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(saved_file, tmp_path
         checkpoint.save(path, good)
     assert path.read_bytes() == saved_file.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.npz"]
+
+
+# A writer that hangs inside save(), after its temporary file is created and before it is renamed.
+HANGING_WRITER = """
+import os, sys, time
+from portable_cnn import checkpoint
+saved = checkpoint.load(sys.argv[1])
+def hang(descriptor):
+    print("writing", flush=True)
+    time.sleep(600)
+os.fsync = hang
+checkpoint.save(sys.argv[2], saved)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_the_next_save_removes_what_a_killed_writer_left_and_nothing_else(saved_file, tmp_path):
+    path = tmp_path / "run.npz"
+    writer = subprocess.Popen([sys.executable, "-c", HANGING_WRITER, str(saved_file), str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "writing\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.communicate(timeout=60)
+    [left] = [p.name for p in tmp_path.iterdir()]
+    assert left.startswith(".run.npz.") and left.endswith(".tmp") and not path.exists()
+    others = [".other.npz.abcd1234.tmp", ".run.npz.abcd12345.tmp", "run.npz.abcd1234.tmp", ".run.npz.abcd1234.txt", ".xrun.npz.abcd1234.tmp"]
+    for name in others:
+        (tmp_path / name).write_text("not ours")
+    checkpoint.save(path, checkpoint.load(saved_file))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run.npz", *others])
+    assert checkpoint.load(path).epoch == checkpoint.load(saved_file).epoch
 
 
 def test_non_finite_parameters_are_never_written(saved_file, tmp_path):

@@ -61,7 +61,7 @@ def test_info_lists_every_backend():
         (["--batch-size", "0"], "--batch-size"),
         (["--kernels", "0"], "--kernels"),
         (["--kernel-size", "29"], "does not fit"),
-        (["--train-size", "4501"], "more images than the data has"),
+        (["--train-size", "1001"], "more images than the data has"),
         (["--test-size", "0"], "--test-size"),
         (["--eval-batch-size", "0"], "--eval-batch-size"),
         (["--test-every", "0"], "--test-every"),

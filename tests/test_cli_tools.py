@@ -17,6 +17,8 @@ from portable_cnn.backends import to_host
 from .conftest import backend_or_skip
 
 TINY = ["--train-size", "128", "--batch-size", "64", "--test-size", "100"]  # 2 batches an epoch
+# Runs stopped by a signal: so many epochs that none can end before its signal arrives, however fast the machine.
+ENDLESS = str(10**6)
 
 
 def main(capsys, *argv):
@@ -55,7 +57,7 @@ def model_file(mnist_dir, tmp_path_factory):
 
 
 def test_ctrl_c_saves_the_default_file_and_the_resumed_run_is_the_straight_one(mnist_dir, tmp_path, capsys, monkeypatch):
-    child = spawn(["train", "--epochs", "50", *TINY], tmp_path, mnist_dir)
+    child = spawn(["train", "--epochs", ENDLESS, *TINY], tmp_path, mnist_dir)
     first = child.stdout.readline()  # epoch 0 is done: the next batch is under way
     child.send_signal(signal.SIGINT)
     rest, err = child.communicate(timeout=120)
@@ -63,7 +65,7 @@ def test_ctrl_c_saves_the_default_file_and_the_resumed_run_is_the_straight_one(m
     line = one_line(err)
     assert "SIGINT" in line and "no --save" in line and line.endswith("resume with: portable-cnn train --resume portable-cnn-interrupted.npz")
     saved = checkpoint.load(tmp_path / "portable-cnn-interrupted.npz")
-    assert saved.epoch >= 1 and saved.config["epochs"] == 50
+    assert saved.epoch >= 1 and saved.config["epochs"] == int(ENDLESS)
     printed = (first + rest).splitlines()
     assert len(printed) == saved.epoch
 
@@ -78,7 +80,7 @@ def test_ctrl_c_saves_the_default_file_and_the_resumed_run_is_the_straight_one(m
 
 
 def test_sigterm_saves_to_save_and_says_how_to_resume(mnist_dir, tmp_path):
-    child = spawn(["train", "--book", "--epochs", "50", *TINY, "--save", "run.npz", "--metrics", "run.csv"], tmp_path, mnist_dir)
+    child = spawn(["train", "--book", "--epochs", ENDLESS, *TINY, "--save", "run.npz", "--metrics", "run.csv"], tmp_path, mnist_dir)
     child.stdout.readline()
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=120)

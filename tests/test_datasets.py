@@ -1,9 +1,10 @@
-"""MNIST loading: the shared real files, the other formats, the search order, bad files, downloads."""
+"""MNIST loading: the embedded real files, the other formats, the search order, bad files, downloads."""
 
 import functools
 import gzip
 import hashlib
 import http.server
+import io
 import os
 import pathlib
 import shutil
@@ -14,18 +15,10 @@ import threading
 import numpy as np
 import pytest
 
-from portable_cnn import datasets
-from portable_cnn.datasets import IDX_NAMES, Mnist, default_cache_dir, download_mnist, load_mnist
+from portable_cnn import cli, datasets
+from portable_cnn.datasets import EMBEDDED_SHA256, IDX_NAMES, Mnist, default_cache_dir, download_mnist, find_mnist, load_mnist
 from portable_cnn.errors import UserError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-# SHA-256 of the uncompressed shared files, from ../shared/data/mnist/README.md.
-SHARED_SHA256 = {
-    "train-images-idx3-ubyte": "5e7c41fa9e135d15ef18c0101a544f8607e0e49b7989cbe34ca21f5adaa836bb",
-    "train-labels-idx1-ubyte": "e80fa82c02b478998d9975b21fd6dd8111ac1e0b1daabe62b14d156b313c3df8",
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}
 GZ_NAMES = [name + ".gz" for name in IDX_NAMES.values()]
 
 
@@ -77,25 +70,41 @@ def assert_one_line(error, *fragments):
 # --- real data ---------------------------------------------------------------------------
 
 
-def test_reads_shared_gz_files(mnist_dir):
-    m = load_mnist(mnist_dir)
-    assert isinstance(m, Mnist) and m.source == str(mnist_dir)
-    assert m.train_images.shape == (4500, 28, 28) and m.train_labels.shape == (4500,)
+def rebuilt_idx(m) -> dict:
+    """(split, part) -> the uncompressed IDX bytes of the arrays in `m`."""
+    return {
+        ("train", "images"): struct.pack(">IIII", 2051, len(m.train_images), 28, 28) + m.train_images.tobytes(),
+        ("train", "labels"): struct.pack(">II", 2049, len(m.train_labels)) + m.train_labels.tobytes(),
+        ("test", "images"): struct.pack(">IIII", 2051, len(m.test_images), 28, 28) + m.test_images.tobytes(),
+        ("test", "labels"): struct.pack(">II", 2049, len(m.test_labels)) + m.test_labels.tobytes(),
+    }
+
+
+def test_reads_the_embedded_files(mnist_dir):
+    m = load_mnist()
+    assert isinstance(m, Mnist) and m.source == datasets.EMBEDDED_SOURCE
+    assert m.train_images.shape == (1000, 28, 28) and m.train_labels.shape == (1000,)
     assert m.test_images.shape == (10000, 28, 28) and m.test_labels.shape == (10000,)
     for a in (m.train_images, m.train_labels, m.test_images, m.test_labels):
         assert a.dtype == np.uint8
     assert m.train_labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
-    # Rebuilding the IDX bytes from the arrays reproduces the published content hashes.
-    rebuilt = {
-        "train-images-idx3-ubyte": struct.pack(">IIII", 2051, 4500, 28, 28) + m.train_images.tobytes(),
-        "train-labels-idx1-ubyte": struct.pack(">II", 2049, 4500) + m.train_labels.tobytes(),
-        "t10k-images-idx3-ubyte": struct.pack(">IIII", 2051, 10000, 28, 28) + m.test_images.tobytes(),
-        "t10k-labels-idx1-ubyte": struct.pack(">II", 2049, 10000) + m.test_labels.tobytes(),
-    }
-    for name, data in rebuilt.items():
-        assert hashlib.sha256(data).hexdigest() == SHARED_SHA256[name]
-        original = gzip.decompress((mnist_dir / (name + ".gz")).read_bytes())
-        assert hashlib.sha256(original).hexdigest() == SHARED_SHA256[name]
+    # The arrays rebuild the IDX bytes whose SHA-256 data/README.md publishes, and so do the files.
+    readme = (mnist_dir / "README.md").read_text()
+    for key, data in rebuilt_idx(m).items():
+        assert hashlib.sha256(data).hexdigest() == EMBEDDED_SHA256[key]
+        assert EMBEDDED_SHA256[key] in readme
+        original = gzip.decompress((mnist_dir / (IDX_NAMES[key] + ".gz")).read_bytes())
+        assert original == data
+
+
+def test_the_embedded_files_are_the_start_of_the_full_ones(full_mnist_dir):
+    """Same content, same order: the embedded subset is the first 1000 training and all 10000 test images."""
+    full, embedded = load_mnist(full_mnist_dir), load_mnist()
+    assert len(full.train_images) > 1000
+    np.testing.assert_array_equal(full.train_images[:1000], embedded.train_images)
+    np.testing.assert_array_equal(full.train_labels[:1000], embedded.train_labels)
+    np.testing.assert_array_equal(full.test_images, embedded.test_images)
+    np.testing.assert_array_equal(full.test_labels, embedded.test_labels)
 
 
 def test_reads_uncompressed_idx(mnist_dir, tmp_path):
@@ -109,9 +118,10 @@ def test_reads_uncompressed_idx(mnist_dir, tmp_path):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
-def test_env_var_points_at_shared_data(mnist_dir, monkeypatch):
-    monkeypatch.setenv(datasets.ENV_VAR, str(mnist_dir))
-    assert load_mnist(download=False).train_images.shape == (4500, 28, 28)
+def test_env_var_points_at_the_full_data(full_mnist_dir, monkeypatch):
+    monkeypatch.setenv(datasets.ENV_VAR, str(full_mnist_dir))
+    assert find_mnist(train_size=2000).kind == datasets.ENV_VAR
+    assert len(load_mnist(download=False, train_size=2000).train_images) > 1000
 
 
 # --- npz -----------------------------------------------------------------------------------
@@ -169,6 +179,27 @@ def test_search_order(tmp_path, monkeypatch):
     assert len(load_mnist().train_images) == 5
     shutil.rmtree(default_cache_dir())
     assert len(load_mnist(download=False).train_images) == 6
+    (tmp_path / "home" / ".keras" / "datasets" / "mnist.npz").unlink()
+    assert load_mnist(download=False).source == datasets.EMBEDDED_SOURCE
+    assert find_mnist(train_size=1000, test_size=10000).kind == "embedded"
+    assert find_mnist(train_size=1001).kind == "download"
+    assert find_mnist(test_size=10001).kind == "download"
+
+
+def test_info_names_the_data_source_and_its_images(tmp_path, capsys):
+    write_idx(tmp_path / "explicit", n_train=3, n_test=2)
+    expected = {
+        (): "data: the embedded book subset (",
+        ("--data-dir", str(tmp_path / "explicit")): f"data: {tmp_path / 'explicit'} (the data directory): 3 training, 2 test images",
+        ("--train-size", "2000"): "data: a download of the full MNIST",
+    }
+    for args, line in expected.items():
+        assert cli.main(["info", *args]) == 0
+        printed = capsys.readouterr().out.splitlines()[-1]
+        assert printed.startswith(line), printed
+    assert printed.endswith("(60000 training, 10000 test images), none found locally")
+    assert cli.main(["info"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(": 1000 training, 10000 test images")
 
 
 def test_explicit_and_env_dirs_do_not_fall_through(tmp_path, monkeypatch):
@@ -282,7 +313,7 @@ def test_bad_npz(tmp_path, overrides, fragment):
 
 @pytest.fixture
 def mirror(mnist_dir, tmp_path):
-    """A local HTTP server whose root holds copies of the shared .gz files; yields its base URL."""
+    """A local HTTP server whose root holds copies of the embedded .gz files; yields its base URL."""
     root = tmp_path / "www" / "mnist"
     root.mkdir(parents=True)
     for name in GZ_NAMES:
@@ -311,15 +342,15 @@ def test_download_installs_into_cache_and_loads(mirror, good_sums, monkeypatch):
     # The first two mirrors fail (closed port, 404): the third one serves the files.
     monkeypatch.setattr(datasets, "MIRRORS", (_closed_port_url(), mirror + "missing/", mirror + "mnist"))
     monkeypatch.setattr(datasets, "GZ_SHA256", good_sums)
-    m = load_mnist()
+    m = load_mnist(train_size=1001)  # more than embedded: downloads
     cache = default_cache_dir()
-    assert m.source == str(cache) and m.train_images.shape == (4500, 28, 28) and len(m.test_labels) == 10000
+    assert m.source == str(cache) and m.train_images.shape == (1000, 28, 28) and len(m.test_labels) == 10000
     assert sorted(os.listdir(cache)) == sorted(GZ_NAMES)
     for name, sha in good_sums.items():
         assert hashlib.sha256((cache / name).read_bytes()).hexdigest() == sha
     # Now cached: no network needed.
     monkeypatch.setattr(datasets, "MIRRORS", (_closed_port_url(),))
-    assert load_mnist(download=False).train_images.shape == (4500, 28, 28)
+    assert load_mnist(download=False).source == str(cache)
 
 
 def test_bad_checksum_leaves_nothing(mirror, good_sums, tmp_path):
@@ -331,11 +362,56 @@ def test_bad_checksum_leaves_nothing(mirror, good_sums, tmp_path):
     assert os.listdir(dest) == []
 
 
-def test_offline_without_data_says_what_to_do(tmp_path):
+def test_offline_asking_for_more_than_the_embedded_data_says_what_to_do(tmp_path):
     with pytest.raises(UserError) as e:
-        load_mnist()
-    assert_one_line(e, "--data-dir", "PORTABLE_CNN_DATA_DIR", "could not download")
+        load_mnist(train_size=2000)
+    assert_one_line(e, "--train-size 2000 asks for more than the embedded book subset holds (1000 training",
+                    "could not download", "--data-dir", "PORTABLE_CNN_DATA_DIR")
     assert os.listdir(default_cache_dir()) == []
     with pytest.raises(UserError) as e:
-        load_mnist(download=False)
-    assert_one_line(e, "--data-dir", "PORTABLE_CNN_DATA_DIR", "download is off")
+        load_mnist(download=False, test_size=20000)
+    assert_one_line(e, "--test-size 20000 asks for more", "download is off", "--data-dir", "PORTABLE_CNN_DATA_DIR")
+
+
+def test_train_offline_asking_for_2000_images_says_what_to_do(capsys):
+    assert cli.main(["train", "--epochs", "1", "--train-size", "2000"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    assert "--train-size 2000 asks for more than the embedded book subset holds" in line and "--data-dir" in line
+
+
+@pytest.mark.parametrize("key", list(EMBEDDED_SHA256), ids=["-".join(key) for key in EMBEDDED_SHA256])
+def test_a_corrupt_embedded_file_is_named_with_its_fault(mnist_dir, tmp_path, monkeypatch, key):
+    """One flipped pixel or label in a valid gzip: only the SHA-256 can tell, and the message says so."""
+    copy = tmp_path / "embedded"
+    shutil.copytree(mnist_dir, copy)
+    path = copy / (IDX_NAMES[key] + ".gz")
+    data = bytearray(gzip.decompress(path.read_bytes()))
+    data[-1] = (data[-1] + 1) % 10
+    path.write_bytes(gzip.compress(bytes(data)))
+    monkeypatch.setattr(datasets, "EMBEDDED_DIR", copy)
+    with pytest.raises(UserError) as e:
+        load_mnist()
+    assert_one_line(e, str(path), "SHA-256", EMBEDDED_SHA256[key], "corrupt")
+
+
+def test_download_progress_shows_bytes_and_rate_on_a_terminal():
+    """The progress line's arithmetic on a fake clock; nothing is written when stderr is not a terminal."""
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    now = [100.0]
+    screen = Terminal()
+    progress = datasets._Progress("t10k-images-idx3-ubyte.gz", "9912422", stream=screen, clock=lambda: now[0])
+    now[0] += 2.0
+    progress.add(3_000_000)
+    progress.close()
+    assert screen.getvalue().splitlines()[-1].endswith("downloading t10k-images-idx3-ubyte.gz: 3.0 of 9.9 MB, 1.5 MB/s")
+    piped = io.StringIO()
+    quiet = datasets._Progress("x.gz", None, stream=piped, clock=lambda: now[0])
+    quiet.add(10)
+    quiet.close()
+    assert piped.getvalue() == "" and quiet.line().startswith("downloading x.gz: 0.0 MB, ")

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from portable_cnn import ops
+from portable_cnn import book, ops
 from portable_cnn.backends import to_host
-from portable_cnn.model import KEEP_PROB, NUM_CLASSES, ConvNet
+from portable_cnn.model import KEEP_PROB, NUM_CLASSES, ConvNet, Gradients
+from portable_cnn.optim import SGD
 
 
 def reference_windows(images, k, positions):
@@ -66,7 +67,15 @@ def test_one_hot_counts_and_loss(backend):
     np.testing.assert_array_equal(to_host(targets), np.eye(3)[[2, 0, 1]])
     scores = backend.asarray(np.array([[0.1, 0.2, 0.7], [0.5, 0.4, 0.1], [0.9, 0.05, 0.05]]))
     assert int(ops.count_correct(scores, labels)) == 2
-    assert float(ops.cross_entropy_sum(scores, targets)) == pytest.approx(-np.log([0.7, 0.5, 0.05]).sum())
+    floor = ops.probability_floor(scores)
+    assert float(ops.cross_entropy_sum(scores, targets, floor)) == pytest.approx(-np.log([0.7, 0.5, 0.05]).sum())
+    certain = backend.asarray(np.array([[0.0, 1.0, 0.0]]))  # a zero probability on the label: large, not infinite
+    assert float(ops.cross_entropy_sum(certain, targets[:1, ...], floor)) == pytest.approx(-np.log(np.finfo(np.float64).tiny))
+
+
+def test_slices_cover_every_item_once():
+    assert ops.slices(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert ops.slices(8, 4) == [(0, 4), (4, 8)] and ops.slices(0, 4) == []
 
 
 def model_of(dev, positions=5):
@@ -101,19 +110,27 @@ def numerical_gradient(f, x, h=1e-6):
 
 
 def test_backward_matches_finite_differences(tiny):
-    """One SGD step moves each parameter by -alpha/normaliser times the gradient of the summed loss."""
+    """backward() gives the gradients of the summed loss (divided by ``divisor``), checked in float64."""
     backend, host, dev = tiny
     model = model_of(dev)
     targets = ops.one_hot(dev["labels"], NUM_CLASSES, backend.dtype("float64"))
-    alpha, kernel_alpha, normaliser = 0.5, 0.25, 4.0
-    model.sgd_step(dev["images"], targets, dev["keep"], alpha=alpha, kernel_alpha=kernel_alpha, normaliser=normaliser)
-    kernel_gradient = (host["kernels"] - to_host(model.kernels)) * normaliser / kernel_alpha
-    weight_gradient = (host["weights"] - to_host(model.weights)) * normaliser / alpha
-
+    probabilities, cache = model.forward(dev["images"], dev["keep"])
+    gradients = model.backward(cache, probabilities, targets)
     expected_kernels = numerical_gradient(lambda k: summed_loss(host, k, host["weights"]), host["kernels"])
     expected_weights = numerical_gradient(lambda w: summed_loss(host, host["kernels"], w), host["weights"])
-    np.testing.assert_allclose(kernel_gradient, expected_kernels, rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(weight_gradient, expected_weights, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(to_host(gradients.kernels), expected_kernels, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(to_host(gradients.weights), expected_weights, rtol=1e-6, atol=1e-8)
+    halved = model.backward(cache, probabilities, targets, divisor=2)
+    np.testing.assert_allclose(to_host(halved.weights), expected_weights / 2, rtol=1e-6, atol=1e-8)
+
+
+def test_sgd_steps_each_layer_down_its_gradient_at_its_rate(tiny):
+    backend, host, dev = tiny
+    model = model_of(dev)
+    ones = Gradients(backend.asarray(np.ones((9, 2))), backend.asarray(np.ones((50, NUM_CLASSES))))
+    SGD(weight_rate=0.5, kernel_rate=0.25).step(model, ones)
+    np.testing.assert_array_equal(to_host(model.kernels), host["kernels"] - 0.25)
+    np.testing.assert_array_equal(to_host(model.weights), host["weights"] - 0.5)
 
 
 def test_book_step_keeps_the_notebooks_errata(tiny):
@@ -121,7 +138,8 @@ def test_book_step_keeps_the_notebooks_errata(tiny):
     backend, host, dev = tiny
     model = model_of(dev)
     targets = ops.one_hot(dev["labels"], NUM_CLASSES, backend.dtype("float64"))
-    model.sgd_step(dev["images"], targets, dev["keep"], alpha=1.0, kernel_alpha=1.0, normaliser=1.0, book=True)
+    probabilities, cache = book.forward(model, dev["images"], dev["keep"])
+    SGD(weight_rate=1.0, kernel_rate=1.0).step(model, book.backward(model, cache, probabilities, targets))
 
     windows = reference_windows(host["images"], 3, 5)
     layer_1 = np.tanh((windows @ host["kernels"]).reshape(3, -1)) * (host["keep"] * 2)

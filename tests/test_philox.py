@@ -7,7 +7,6 @@ against an independent NumPy/pure-Python reference, statistics and determinism.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -18,35 +17,17 @@ import pytest
 from array_api_compat import numpy as np_xp
 
 from portable_cnn import philox
+from portable_cnn.backends import LIBRARIES, to_host
 from portable_cnn.philox import bernoulli, bernoulli_steps, philox4x32, random_bits, uniform
 
-HAVE_TORCH = importlib.util.find_spec("torch") is not None
-HAVE_STRICT = importlib.util.find_spec("array_api_strict") is not None
+from .conftest import backend_or_skip
 
-BACKENDS = [
-    pytest.param("numpy", id="numpy"),
-    pytest.param(
-        "torch",
-        id="torch",
-        marks=pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed"),
-    ),
-    pytest.param(
-        "array_api_strict",
-        id="array_api_strict",
-        marks=pytest.mark.skipif(not HAVE_STRICT, reason="array-api-strict is not installed"),
-    ),
-]
+BACKENDS = [pytest.param(name, id=name) for name, library in LIBRARIES.items() if library.cpu]
 OTHER_BACKENDS = [b for b in BACKENDS if b.values[0] != "numpy"]
 
 
 def namespace(name):
-    if name == "numpy":
-        return np_xp
-    if name == "torch":
-        from array_api_compat import torch as torch_xp
-
-        return torch_xp
-    return pytest.importorskip("array_api_strict")
+    return backend_or_skip(name).xp
 
 
 @pytest.fixture(params=BACKENDS)
@@ -55,17 +36,8 @@ def xp(request):
 
 
 def to_numpy(x):
-    """Host copy for comparisons (tests only)."""
-    if isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "cpu"):  # torch
-        return x.cpu().numpy()
-    import array_api_strict
-
-    cpu = array_api_strict.Device("CPU_DEVICE")
-    if x.device != cpu:
-        x = x.to_device(cpu)
-    return np.from_dlpack(x)
+    """Host copy for comparisons."""
+    return to_host(x)
 
 
 # Random123 kat_vectors, "philox4x32 10" lines: counter (4 words), key (2 words), expected.
@@ -240,8 +212,6 @@ def _draws(xp, device=None):
 
 @pytest.mark.parametrize("name", [b.values[0] for b in OTHER_BACKENDS])
 def test_bit_identical_across_backends(name):
-    if name == "torch" and not HAVE_TORCH:
-        pytest.skip("torch is not installed")
     xp = namespace(name)
     ref = _draws(np_xp)
     got = _draws(xp)

@@ -1,0 +1,229 @@
+"""What happens around the training loop, as callbacks (the convention of Keras callbacks and Lightning
+hooks): the notebook's line, the progress bar, the metrics file, checkpoints, the divergence check and
+stop requests. Subclass :class:`Callback` and pass it to ``train(..., callbacks=[...])`` to add your own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+
+from array_api_compat import array_namespace
+
+from . import checkpoint
+from .backends import to_host
+from .config import output_side
+from .errors import UserError
+from .metrics import MetricsWriter
+from .trainer import EpochRecord, Position, TrainState
+
+try:
+    from tqdm import tqdm
+except ImportError:  # the progress extra is not installed: no bar
+    tqdm = None
+
+DEFAULT_INTERRUPT_PATH = "portable-cnn-interrupted.npz"
+
+
+class Callback:
+    """Hooks the training loop calls; each does nothing unless overridden. Set ``state.stop_training``
+    to end the run before the next batch (``on_stop`` then runs)."""
+
+    def on_train_begin(self, state: TrainState) -> None:
+        """Before the first batch."""
+
+    def on_batch_begin(self, state: TrainState) -> None:
+        """Before each batch (the last chance to stop before it)."""
+
+    def on_batch_end(self, state: TrainState, images: int) -> None:
+        """After each batch of ``images`` images (keep it on the host: no device reads here)."""
+
+    def on_epoch_end(self, state: TrainState, record: EpochRecord) -> None:
+        """After each epoch, with its record (already in ``state.history``)."""
+
+    def on_stop(self, state: TrainState, position: Position) -> None:
+        """When ``stop_training`` ended the run at ``position``."""
+
+    def on_train_end(self, state: TrainState) -> None:
+        """Always, last (also after an error): release files and bars."""
+
+
+def print_line(line: str) -> None:
+    """Print a result line to stdout without tearing a running bar."""
+    if tqdm is None:
+        print(line, flush=True)
+    else:
+        tqdm.write(line, file=sys.stdout)
+        sys.stdout.flush()
+
+
+class NotebookLines(Callback):
+    """Prints the notebook's ``I:<epoch> Test-Acc:<acc> Train-Acc:<acc>`` line after each evaluated epoch."""
+
+    def on_epoch_end(self, state, record):
+        if record.test_acc is not None:
+            print_line(record.line())
+
+
+class ProgressBar(Callback):
+    """A tqdm bar on stderr counting trained images (elapsed time and images/s included)."""
+
+    def __init__(self):
+        self._bar = None
+
+    def on_train_begin(self, state):
+        if tqdm is None:
+            return
+        per_epoch = state.batches[-1][1]
+        left = (state.config.epochs - state.start.epoch) * per_epoch - state.batches[state.start.batch][0]
+        self._bar = tqdm(total=left, unit="img", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
+
+    def on_batch_end(self, state, images):
+        if self._bar is not None:
+            self._bar.update(images)
+
+    def on_epoch_end(self, state, record):
+        if self._bar is not None and record.test_acc is not None:
+            self._bar.set_postfix_str(f"epoch {record.epoch} test {record.test_acc:.4f}", refresh=False)
+
+    def on_train_end(self, state):
+        if self._bar is not None:
+            self._bar.close()
+
+
+def show_progress(config) -> bool:
+    """The progress bar's switch: ``config.progress`` if given, else on when stderr is a terminal and not quiet."""
+    if config.progress is not None:
+        return config.progress
+    return not config.quiet and sys.stderr.isatty()
+
+
+class MetricsFile(Callback):
+    """One row per epoch in a .csv or .jsonl file, flushed at once; a resumed run keeps the earlier rows."""
+
+    def __init__(self, path, keep_before: int | None = None):
+        self._writer = MetricsWriter(path, keep_before)
+
+    def on_epoch_end(self, state, record):
+        self._writer.write(record)
+
+    def on_train_end(self, state):
+        self._writer.close()
+
+
+class EachEpoch(Callback):
+    """Calls a function with each new EpochRecord (the library API's ``on_epoch``)."""
+
+    def __init__(self, function):
+        self._function = function
+
+    def on_epoch_end(self, state, record):
+        self._function(record)
+
+
+class StopOnRequest(Callback):
+    """Stops the run before the next batch once ``flag.is_set()`` (a ``threading.Event`` set by a signal handler)."""
+
+    def __init__(self, flag):
+        self._flag = flag
+
+    def on_batch_begin(self, state):
+        if self._flag.is_set():
+            state.stop_training = True
+
+
+class Diverged(UserError):
+    """The loss or the parameters became NaN or infinite; the last good state was kept, never the bad one."""
+
+
+class Checkpoints(Callback):
+    """Writes the run to ``config.save`` every ``checkpoint_every`` epochs and at the end; on a stop, to
+    ``config.save`` or :data:`DEFAULT_INTERRUPT_PATH` (``saved_to`` says where)."""
+
+    def __init__(self, config, backend, data: dict):
+        self.config, self.backend, self.data = config, backend, data
+        self.last_saved = None  # the epoch of the last checkpoint this run wrote to config.save
+        self.saved_to = None
+
+    def write(self, path, kernels, weights, random_state: dict, position: Position, history) -> None:
+        """A checkpoint of these parameters and random state at ``position`` with ``history``."""
+        partial = {"correct": position.correct, "loss": position.loss, "seconds": position.seconds} if position.batch else None
+        record = checkpoint.Checkpoint(
+            to_host(kernels),
+            to_host(weights),
+            recipe=self.config.recipe(),
+            config=dataclasses.asdict(self.config),
+            kernel_size=self.config.kernel_size,
+            positions=output_side(self.config.kernel_size, self.config.book),
+            dtype=self.config.dtype,
+            epoch=position.epoch,
+            batch=position.batch,
+            partial=partial,
+            rng=random_state,
+            history=[dataclasses.asdict(entry) for entry in history],
+            data=self.data,
+            backend={"name": self.backend.name, "device": str(self.backend.device)},
+        )
+        checkpoint.save(path, record)
+        if str(path) == str(self.config.save) and position.batch == 0:
+            self.last_saved = position.epoch
+
+    def on_train_begin(self, state):
+        if self.config.save and self.config.epochs == state.start.epoch:  # --epochs 0: the initial model
+            model = state.model
+            self.write(self.config.save, model.kernels, model.weights, state.random.state(), state.start, state.history)
+
+    def on_epoch_end(self, state, record):
+        done = record.epoch + 1
+        if self.config.save and (done % self.config.checkpoint_every == 0 or done == self.config.epochs):
+            self.write(self.config.save, state.model.kernels, state.model.weights, state.random.state(), Position(done), state.history)
+
+    def on_stop(self, state, position):
+        """The model as trained so far, with the random state of its epoch's start (its masks are drawn again)."""
+        path = self.config.save or DEFAULT_INTERRUPT_PATH
+        if not (path == self.config.save and position.batch == 0 and self.last_saved == position.epoch):
+            self.write(path, state.model.kernels, state.model.weights, state.epoch_start.random_state, position, state.history)
+        self.saved_to = str(path)
+
+    def keep_last_good(self, state: TrainState, problem: str, epoch: int) -> Diverged:
+        """Write the state of the diverged epoch's start to ``config.save`` (unless it is there already)."""
+        good = state.epoch_start
+        advice = " (try a smaller --alpha)"
+        if not self.config.save:
+            return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; nothing was saved (no --save)")
+        position = good.position
+        if good.epochs_done == 0 and position.batch == 0:
+            return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; no epoch had finished, so nothing was saved")
+        if self.last_saved != position.epoch or position.batch:
+            history = state.history[: good.epochs_done]
+            self.write(self.config.save, good.kernels, good.weights, good.random_state, position, history)
+        done = f"{position.epoch} epoch{'' if position.epoch == 1 else 's'}"
+        done += f" and {position.batch} batches" if position.batch else ""
+        return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; {self.config.save} keeps the last good state ({done})")
+
+
+class DivergenceCheck(Callback):
+    """Ends the run with :class:`Diverged` when an epoch's loss or parameters are NaN or infinite, keeping
+    the last good state in the checkpoint file (never the bad one). Runs first at each epoch's end."""
+
+    def __init__(self, checkpoints: Checkpoints):
+        self._checkpoints = checkpoints
+
+    def on_epoch_end(self, state, record):
+        problem = divergence(record, state.model)
+        if problem:
+            raise self._checkpoints.keep_last_good(state, problem, record.epoch)
+
+
+def divergence(record: EpochRecord, model) -> str | None:
+    """What went non-finite in an epoch, or None: the loss (already on the host), then the parameters.
+
+    Called once per epoch; the parameter check is one device reduction read as one host boolean.
+    """
+    if not math.isfinite(record.loss):
+        return f"the loss became {record.loss}"
+    xp = array_namespace(model.weights)
+    if not bool(xp.all(xp.isfinite(model.kernels)) & xp.all(xp.isfinite(model.weights))):
+        return "the weights became NaN or infinite"
+    return None
