@@ -350,11 +350,11 @@ def test_an_epoch_of_masks_takes_one_philox_call_and_unpacks_lazily(monkeypatch)
 
 
 def test_bernoulli_steps_bad_arguments():
-    kw = dict(seed=0, stream=0)
+    kw = {"seed": 0, "stream": 0}
     with pytest.raises(ValueError, match="last step"):
         bernoulli_steps(np_xp, [(2,)] * 3, 0.5, first_step=2**32 - 2, **kw)
     bernoulli_steps(np_xp, [(2,)] * 3, 0.5, first_step=2**32 - 3, **kw)  # the last step fits
-    for bad in (dict(first_step=-1), dict(first_step=0, words_per_call=3), dict(first_step=0.5)):
+    for bad in ({"first_step": -1}, {"first_step": 0, "words_per_call": 3}, {"first_step": 0.5}):
         with pytest.raises((ValueError, TypeError)):
             bernoulli_steps(np_xp, [(2,)], 0.5, **kw, **bad)
     with pytest.raises(ValueError):
