@@ -19,7 +19,9 @@ Each block (one Philox call) yields four 32-bit words; the ``n`` words of a requ
 words of blocks ``0, 1, ...`` in order, so a shorter request is a prefix of a longer one.
 ``stream`` separates uses (e.g. 0 = kernel init, 1 = weight init, 2 = dropout) and ``step`` is
 the batch counter: distinct ``(stream, step)`` pairs occupy distinct counter words and never
-overlap, whatever the sizes requested.
+overlap, whatever the sizes requested. :func:`bernoulli_steps` gives the masks of many
+consecutive steps (an epoch's batches) from one Philox call, bit-identical to one
+:func:`bernoulli` per step.
 
 Portability. The standard has ``uint32`` but PyTorch lacks full ``uint32`` arithmetic, and the
 standard leaves integer overflow unspecified, so one formulation is used on every backend:
