@@ -541,3 +541,21 @@ def test_bernoulli_half_is_balanced_per_bit_and_independent_across_steps():
     # dropout at stream 2 is unrelated to the same step at stream 1
     other = bernoulli(np_xp, n, 0.5, seed=3, stream=1, step=0)
     assert abs((masks[0] == other).mean() - 0.5) < SIGMA * 0.5 / math.sqrt(n)
+
+
+def test_the_trainers_numbering_is_bernoulli_steps_from_first_step_advancing_by_batches_minus_one():
+    """The random source's masks, drawn as the trainer draws them (zip with the batches), are
+    ``bernoulli_steps`` with ``first_step`` = the source's step, which then advances by
+    ``len(shapes) - 1``: an epoch's last batch and the next epoch's first share a step."""
+    from portable_cnn.rng import PortableRandom
+
+    backend = backend_or_skip("numpy")
+    random = PortableRandom(backend, 7)
+    spans = [(0, 16), (16, 32), (32, 45)]  # batches of 16, 16 and 13 rows
+    shapes = [(stop - start, 50) for start, stop in spans]
+    for _ in range(3):  # epochs
+        first_step = random.step
+        drawn = [mask for _, mask in zip(spans, random.keep_masks(shapes, 0.5))]
+        want = bernoulli_steps(backend.xp, shapes, 0.5, seed=7, stream=0, first_step=first_step, device=backend.device)
+        _assert_same_masks(drawn, list(want))
+        assert random.step == first_step + len(shapes) - 1
