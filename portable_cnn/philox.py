@@ -353,7 +353,17 @@ class KeepMasks:
         per_word = 32 // plan[2] if plan[0] == "dyadic" else int(plan[0] == "word")  # samples per word (0: none)
         self._nwords = [-(-size // per_word) if per_word else 0 for _, size in shapes_sizes]
         self._sizes = [size for _, size in shapes_sizes]
-        self._chunks = _chunks([-(-n // 4) for n in self._nwords], max(words_per_call // 4, 1))
+        nblocks = [-(-n // 4) for n in self._nwords]
+        if max(nblocks, default=0) > 1 << 32:  # the block index is counter word 0 alone (32 bits)
+            raise ValueError(f"a mask of {4 * max(nblocks)} words exceeds the 2**32 Philox blocks of a step")
+        self._chunks = _chunks(nblocks, max(words_per_call // 4, 1))
+        self._chunk_of, self._word_start = [], []  # per step: its chunk, where its words begin in it
+        for chunk, (first, stop) in enumerate(self._chunks):
+            start = 0
+            for index in range(first, stop):
+                self._chunk_of.append(chunk)
+                self._word_start.append(start)
+                start += 4 * nblocks[index]  # each step's words start at its block 0
         self._cached = None  # (chunk index, its words in block order: int64 of shape (4 * nblocks,))
 
     def __len__(self):
@@ -372,7 +382,7 @@ class KeepMasks:
         if plan[0] == "const":
             make = xp.ones if plan[1] else xp.zeros
             return make(shape, dtype=xp.bool, device=self._device)
-        start = self._word_start(index)
+        start = self._word_start[index]
         words = self._chunk_words(index)[start : start + self._nwords[index]]
         if plan[0] == "word":
             keep = words < plan[1]
@@ -382,16 +392,9 @@ class KeepMasks:
                 keep = keep[:size]
         return xp.reshape(keep, shape)
 
-    def _chunk_of(self, index):
-        return next(c for c, (first, stop) in enumerate(self._chunks) if first <= index < stop)
-
-    def _word_start(self, index):
-        """Where the words of ``index`` begin within its chunk (block-aligned, as each step starts at block 0)."""
-        first = self._chunks[self._chunk_of(index)][0]
-        return 4 * sum(-(-n // 4) for n in self._nwords[first:index])
-
     def _chunk_words(self, index):
-        chunk = self._chunk_of(index)
+        """The words of the chunk that holds step ``index`` (made by one Philox call, kept until the next chunk)."""
+        chunk = self._chunk_of[index]
         if self._cached is None or self._cached[0] != chunk:
             self._cached = None  # let the previous chunk go before the next is made
             first, stop = self._chunks[chunk]
@@ -402,16 +405,14 @@ class KeepMasks:
         """The words of steps ``first..stop-1`` (each step's blocks 0, 1, ...), from one Philox call."""
         xp, device = self._xp, self._device
         block_index, step = [], []
+        begin = self._first_step + first
         for nblocks, run in _runs([-(-n // 4) for n in self._nwords[first:stop]]):
-            if nblocks > 1 << 32:
-                raise ValueError(f"a mask of {4 * nblocks} words exceeds Philox's 2**32 blocks per step in bernoulli_steps")
-            begin = self._first_step + first
-            first += run
             grid = (run, nblocks)
             indices = _int64_arange(xp, 0, nblocks, device=device)
             steps = _int64_arange(xp, begin, begin + run, device=device)
             block_index.append(xp.reshape(xp.broadcast_to(indices[None, :], grid), (run * nblocks,)))
             step.append(xp.reshape(xp.broadcast_to(steps[:, None], grid), (run * nblocks,)))
+            begin += run
         block_index, step = xp.concat(block_index), xp.concat(step)
         blocks = philox4x32(xp, (block_index, 0, step, self._stream), self._key)
         return xp.reshape(xp.stack(blocks, axis=1), (4 * block_index.shape[0],))

@@ -359,6 +359,8 @@ def test_bernoulli_steps_bad_arguments():
             bernoulli_steps(np_xp, [(2,)], 0.5, **kw, **bad)
     with pytest.raises(ValueError):
         bernoulli_steps(np_xp, [(2,)], 1.5, first_step=0, **kw)
+    with pytest.raises(ValueError, match="2\\*\\*32 Philox blocks"):  # checked before anything is drawn
+        bernoulli_steps(np_xp, [(2**38,)], 0.3, first_step=0, **kw)
     masks = bernoulli_steps(np_xp, [(2,)], 0.5, first_step=0, **kw)
     with pytest.raises(IndexError):
         masks[1]
