@@ -18,6 +18,7 @@ from portable_cnn.rng import make_random
 from portable_cnn.trainer import Position, batches, correct_predictions, fit, init_model, to_device
 
 from . import flops
+from .floor import Floor, epoch_work, work_flops
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Contender:
     train_epoch: Callable[[], object]
     evaluate: Callable[[], object]
     sync: Callable[[], None]
+    floor: str | None = None  # the key of the floor row this contender's epoch is measured against
 
 
 def _no_sync():
@@ -62,7 +64,19 @@ def notebook(mnist, key: str, label: str, **overrides) -> Contender:
     )
 
 
-def portable(mnist, key: str, label: str, **settings) -> Contender:
+def floor(mnist, key: str, label: str, workers: int = 1, **settings) -> Contender:
+    """The unavoidable work of an epoch of the default recipe and ``settings`` (:mod:`benchmarks.floor`), on ``workers`` threads."""
+    config = Config(**settings).validated()
+    units = epoch_work(min(config.train_size, len(mnist.train_images)), min(config.test_size, len(mnist.test_images)),
+                       config.batch_size, None, config.eval_batch_size, config.kernel_size, config.kernels)
+    work = Floor(units, workers, config.dtype)
+    work.warm()
+    trained, tested = (sum(unit.images for unit in units if unit.phase == phase) for phase in ("train", "eval"))
+    return Contender(key, label, config.dtype, trained, tested, work_flops(units, "train"), work_flops(units, "eval"),
+                     lambda: work.run("train"), lambda: work.run("eval"), _no_sync)
+
+
+def portable(mnist, key: str, label: str, floor_key: str | None = None, **settings) -> Contender:
     """portable-cnn through its library API; ``settings`` are :class:`~portable_cnn.config.Config` fields."""
     # Never the last epoch and never due for a test (epochs from 1): fit() then trains only, and evaluate() is timed apart.
     config = Config(epochs=2**62, test_every=2**62, quiet=True, **settings).validated()
@@ -88,7 +102,7 @@ def portable(mnist, key: str, label: str, **settings) -> Contender:
         key, label, config.dtype, trained, tested,
         trained * flops.train_flops_per_image(positions, config.kernel_size, config.kernels),
         tested * flops.eval_flops_per_image(positions, config.kernel_size, config.kernels),
-        train_epoch, test, backend.sync,
+        train_epoch, test, backend.sync, floor_key,
     )
 
 
@@ -118,13 +132,14 @@ class Spec:
 # The table's rows, in its order (GPU runs are benchmarks/gpu_bench.py's).
 CONTENDERS = {
     "notebook": Spec("notebook (seed code) float64", notebook, {}),
-    "numpy-f32": Spec("portable-cnn numpy float32", portable, {}),
+    "numpy-f32": Spec("portable-cnn numpy float32", portable, {"floor_key": "floor"}),
     "numpy-f32-native": Spec("portable-cnn numpy float32 --rng native", portable, {"rng": "native"}),
     "numpy-f64": Spec("portable-cnn numpy float64", portable, {"dtype": "float64"}),
     "numpy-book": Spec("portable-cnn numpy --book", portable, {"book": True}),
     "torch-f32": Spec("portable-cnn torch CPU float32", portable, {"backend": "torch", "device": "cpu"}),
     "strict-f32": Spec("portable-cnn array-api-strict float32", portable, {"backend": "array-api-strict"}),
     "pytorch": Spec("PyTorch idiomatic CPU float32", pytorch, {"device": "cpu"}),
+    "floor": Spec("floor: the epoch's matmuls and tanh alone, float32", floor, {}),
 }
 
 

@@ -3,12 +3,12 @@
     python benchmarks/run.py [--quick] [--threads N] [--out benchmarks/results]
 
 Times every contender's training epoch (1000 images, batches of 128) and evaluation (10000 test
-images) in interleaved rounds after a warm-up, probes peak memory in fresh processes, measures
+images) in interleaved rounds after a warm-up, with the floor of that work (``floor.py``) as one of them, probes peak memory in fresh processes, measures
 this machine's GEMM peak and copy bandwidth, sweeps batch size, training-set size, kernel count
 and evaluation batch size, and profiles one training and one evaluation batch stage by stage.
 Writes ``<out>/<machine>.json`` (and ``<machine>-scaling.png``) and prints a Markdown report.
-``--quick`` takes about 30 s: the three contenders the targets compare (notebook, numpy
-float32, PyTorch), two rounds, a short profile; no sweeps and no memory probes (written to
+``--quick`` takes about 30 s: the contenders the targets compare (notebook, numpy float32,
+PyTorch, the floor), two rounds, a short profile; no sweeps and no memory probes (written to
 ``<machine>-quick.json``).
 """
 
@@ -26,7 +26,7 @@ from benchmarks import threads  # imports neither numpy nor torch
 
 FULL = {"reps": 11, "notebook_reps": 3, "sweep_reps": 3, "profile_reps": 21}
 QUICK = {"reps": 2, "notebook_reps": 1, "sweep_reps": 1, "profile_reps": 5, "no_scaling": True, "no_memory": True,
-         "contenders": "notebook,numpy-f32,pytorch"}
+         "contenders": "notebook,numpy-f32,pytorch,floor"}
 
 
 def default_data_dir() -> str | None:
@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="about 30 s: the targets' three contenders, few rounds, no sweeps")
     parser.add_argument("--reps", type=positive, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})")
     parser.add_argument("--notebook-reps", type=positive, help=f"rounds for the notebook, ~8 s each (default {FULL['notebook_reps']})")
-    parser.add_argument("--contenders", help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-native, numpy-f64, numpy-book, torch-f32, strict-f32, pytorch)")
+    parser.add_argument("--contenders", help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-native, numpy-f64, numpy-book, torch-f32, strict-f32, pytorch, floor)")
     parser.add_argument("--threads", type=positive, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the sweeps and their plot")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-stage profile")
@@ -154,9 +154,8 @@ def run(args: argparse.Namespace) -> int:
         scaling.plot(swept, args.out / f"{stem}-scaling.png")
     profiled = None
     if not args.no_profile:
-        bandwidth, peak = machine["copy_bandwidth_gbs"], machine["gemm_peak_gflops"]["float32"]
         recipe = Config().validated()
-        profiled = section(loads, "profile", lambda: profile_stages.run(bandwidth, peak, args.profile_reps, recipe))
+        profiled = section(loads, "profile", lambda: profile_stages.run(args.profile_reps, recipe))
     settings = {key: getattr(args, key) for key in ("quick", "reps", "notebook_reps", "sweep_reps", "profile_reps", "threads")}
     results = document(machine, settings, loads, rows, swept, profiled)
     path = report.write_json(results, args.out / f"{stem}.json")
