@@ -26,7 +26,7 @@ from benchmarks import threads  # imports neither numpy nor torch
 
 FULL = {"reps": 11, "notebook_reps": 3, "sweep_reps": 3, "profile_reps": 21}
 QUICK = {"reps": 2, "notebook_reps": 1, "sweep_reps": 1, "profile_reps": 5, "no_scaling": True, "no_memory": True,
-         "contenders": "notebook,numpy-f32,pytorch,floor"}
+         "contenders": "notebook,numpy-f32,numpy-f32-threads1,pytorch,floor,floor-threads1"}
 
 
 def default_data_dir() -> str | None:
@@ -46,10 +46,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="benchmarks/run.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="about 30 s: the targets' three contenders, few rounds, no sweeps")
+    parser.add_argument("--quick", action="store_true", help="about 30 s: the contenders of the targets, few rounds, no sweeps")
     parser.add_argument("--reps", type=positive, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})")
     parser.add_argument("--notebook-reps", type=positive, help=f"rounds for the notebook, ~8 s each (default {FULL['notebook_reps']})")
-    parser.add_argument("--contenders", help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-native, numpy-f64, numpy-book, torch-f32, strict-f32, pytorch, floor)")
+    parser.add_argument("--contenders", help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-threads1, numpy-f32-native, numpy-f64, "
+                        "numpy-book, torch-f32, strict-f32, pytorch, floor, floor-threads1)")
     parser.add_argument("--threads", type=positive, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the sweeps and their plot")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-stage profile")
@@ -80,7 +81,7 @@ def measure_machine() -> dict:
 def compare_contenders(mnist, keys, args, peaks) -> dict:
     from benchmarks import compare, contenders, memory_probe
 
-    built = {key: contenders.build(key, mnist) for key in keys}
+    built = {key: contenders.build(key, mnist, args.threads) for key in keys}
     rounds = {key: args.notebook_reps if key == compare.NOTEBOOK else args.reps for key in keys}
     log(f"timing {len(keys)} contenders, interleaved: {rounds}")
     rows = compare.measure(built, rounds, peaks, log=log)
