@@ -77,9 +77,12 @@ class Backend:
     @contextlib.contextmanager
     def activated(self):
         """A context in which the library works on this backend's device (CuPy creates arrays on the current
-        device whatever ``device=`` says) and numpy's overflow warnings stay silent (a diverging run would warn
-        on every batch; the trainer reports divergence once, in one line)."""
-        with self.library.activate(self.module, self.device), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        device whatever ``device=`` says), numpy's overflow warnings stay silent (a diverging run would warn
+        on every batch; the trainer reports divergence once, in one line) and, for a library that uses
+        :class:`Workers`, BLAS runs on one thread (also for ``--book``'s whole batches: on a busy machine a
+        second BLAS thread stalls these small products)."""
+        blas = one_blas_thread() if self.library.pool else contextlib.nullcontext()
+        with self.library.activate(self.module, self.device), np.errstate(over="ignore", invalid="ignore", divide="ignore"), blas:
             yield self
 
     def sync(self):
@@ -324,7 +327,7 @@ class Workers:
         self._pool = ThreadPoolExecutor(count - 1, thread_name_prefix="portable-cnn") if count > 1 else None
 
     def map(self, fn, items: list) -> list:
-        with _one_blas_thread() if self._limit_blas else contextlib.nullcontext():
+        with one_blas_thread() if self._limit_blas else contextlib.nullcontext():
             if self._pool is None or len(items) < 2:
                 return _in_order(fn, items)
             size = -(-len(items) // self.count)
@@ -347,7 +350,8 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def _one_blas_thread():
+def one_blas_thread():
+    """A context in which BLAS runs on one thread (``threadpoolctl``), restored after."""
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
