@@ -49,13 +49,14 @@ class Callback:
         """Always, last (also after an error): release files and bars."""
 
 
-def print_line(line: str) -> None:
-    """Print a result line to stdout without tearing a running bar."""
+def print_line(line: str, file=None) -> None:
+    """Print a result line to stdout (or ``file``) without tearing a running bar."""
+    file = file or sys.stdout
     if tqdm is None:
-        print(line, flush=True)
+        print(line, file=file, flush=True)
     else:
-        tqdm.write(line, file=sys.stdout)
-        sys.stdout.flush()
+        tqdm.write(line, file=file)
+        file.flush()
 
 
 class NotebookLines(Callback):

@@ -1,4 +1,4 @@
-"""The ``portable-cnn`` command line: ``train``, ``evaluate``, ``predict``, ``plot`` and ``info``.
+"""The ``portable-cnn`` command line: ``train``, ``sweep``, ``evaluate``, ``predict``, ``plot`` and ``info``.
 
 Bad input ends in one line on stderr and exit status 2, never a traceback. ``train`` stops cleanly on
 the first Ctrl-C or SIGTERM (the batch finishes, a checkpoint is written, exit status 130) and ends
@@ -55,9 +55,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_train_arguments(parser: argparse.ArgumentParser):
+def _add_train_arguments(parser: argparse.ArgumentParser, sweep: bool = False):
     # Flags default to None ("not given") and Config supplies the defaults, so that --resume can tell
-    # the flags given, which override the checkpoint's settings, from the ones left out.
+    # the flags given, which override the checkpoint's settings, from the ones left out. A sweep sets
+    # each run's seed, checkpoint and output itself.
     defaults = Config()
     recipe = parser.add_argument_group("recipe (the book's values by default)")
     recipe.add_argument("--book", action="store_true", default=None, help="reproduce the notebook bit for bit, errata included")
@@ -71,7 +72,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser):
     recipe.add_argument("--kernel-size", type=_at_least(1), help=f"kernel side in pixels (default {defaults.kernel_size})")
     recipe.add_argument("--train-size", type=_at_least(1), help=f"first N training images (default {defaults.train_size})")
     recipe.add_argument("--test-size", type=_at_least(1), help=f"first N test images (default {defaults.test_size})")
-    recipe.add_argument("--seed", type=_at_least(0), help=f"(default {defaults.seed})")
+    if not sweep:
+        recipe.add_argument("--seed", type=_at_least(0), help=f"(default {defaults.seed})")
     recipe.add_argument("--dtype", choices=DTYPES, help="float32 by default, float64 with --book")
     recipe.add_argument("--rng", choices=RNGS, help=f"random numbers of the default recipe (default {defaults.rng})")
 
@@ -90,14 +92,16 @@ def _add_train_arguments(parser: argparse.ArgumentParser):
     )
 
     keep = parser.add_argument_group("checkpoints and metrics")
-    keep.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) every --checkpoint-every epochs and at the end")
-    keep.add_argument(
-        "--resume", metavar="PATH",
-        help="continue the run saved in PATH with its recipe and settings (flags given here override the "
-        "settings; the recipe must match); it saves back to PATH unless --save is given",
-    )
+    if not sweep:
+        keep.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) every --checkpoint-every epochs and at the end")
+        keep.add_argument(
+            "--resume", metavar="PATH",
+            help="continue the run saved in PATH with its recipe and settings (flags given here override the "
+            "settings; the recipe must match); it saves back to PATH unless --save is given",
+        )
     keep.add_argument("--checkpoint-every", type=_at_least(1), metavar="N", help=f"(default {defaults.checkpoint_every})")
-    keep.add_argument("--metrics", metavar="PATH", help="one row per epoch: CSV if PATH ends in .csv, JSON lines if .jsonl")
+    if not sweep:
+        keep.add_argument("--metrics", metavar="PATH", help="one row per epoch: CSV if PATH ends in .csv, JSON lines if .jsonl")
 
 
 def _add_backend_arguments(parser: argparse.ArgumentParser):
@@ -116,6 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser = commands.add_parser("train", help="train the network on MNIST and print one line per epoch")
     _add_train_arguments(train_parser)
     train_parser.set_defaults(run=_train)
+
+    sweep_parser = commands.add_parser(
+        "sweep", help="many runs, every seed with every combination of knob values, in parallel; a table of the results",
+        description="Train every seed of --seeds with every combination of the --set values, each run as "
+        "'train' would with the other flags, its checkpoint and history in OUT/runs/. Run again to skip the "
+        "runs complete and resume the others.",
+    )
+    _add_train_arguments(sweep_parser, sweep=True)
+    plan = sweep_parser.add_argument_group("sweep")
+    plan.add_argument("--seeds", default="1", help="seeds to run, such as 1-10, 1,3,5 or 1-3,7 (default 1)")
+    plan.add_argument("--set", action="append", default=[], metavar="KNOB=V1,V2",
+                      help="values of a training flag to try, such as alpha=1,2 or kernel-init=0.5,1 (repeat for more knobs)")
+    plan.add_argument("--out", metavar="DIR", help="the sweep's folder: runs/ (a checkpoint and a JSON each) and the summary")
+    plan.add_argument("--workers", type=_at_least(1), help="runs at a time (default: the usable cores; on GPUs one per GPU)")
+    plan.add_argument("--scheduler", metavar="ADDRESS",
+                      help="run on the Dask cluster at ADDRESS (tcp://host:8786), or 'local' for a LocalCluster here")
+    plan.add_argument("--report", metavar="DIR", help="only rebuild the summary table and files from the sweep in DIR")
+    sweep_parser.set_defaults(run=_sweep, knob_parsers=_knob_parsers(sweep_parser))
 
     evaluate_parser = commands.add_parser("evaluate", help="a checkpoint's test accuracy, per-class accuracy and confusion matrix")
     _add_checkpoint_argument(evaluate_parser)
@@ -168,7 +190,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
     With --resume, the checkpoint's recipe and settings come first and the flags given override them.
     """
-    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(Config)}
+    given = {field.name: getattr(args, field.name, None) for field in dataclasses.fields(Config)}
     given = {name: value for name, value in given.items() if value is not None}
     if given.get("resume"):
         return config_from_checkpoint(checkpoint.load(given["resume"]), **given)
@@ -213,6 +235,114 @@ def _train(args) -> int:
     if config.save and not config.quiet:
         print(f"portable-cnn: saved {config.save} ({len(result.history)} epochs)", file=sys.stderr)
     return 0
+
+
+def _knob_parsers(parser: argparse.ArgumentParser) -> dict:
+    """For ``sweep --set``: each Config field a sweep may vary, read as its train flag reads it."""
+    from .sweep import NOT_KNOBS
+
+    fields = {field.name for field in dataclasses.fields(Config)} - set(NOT_KNOBS)
+    return {action.dest: _value_parser(action) for action in parser._actions if action.dest in fields and action.option_strings}
+
+
+def _value_parser(action: argparse.Action):
+    def parse(text: str):
+        if action.nargs == 0:  # a switch such as --book
+            choices = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+            if text.lower() not in choices:
+                raise ValueError(f"'{text}' is not true or false")
+            return choices[text.lower()]
+        try:
+            value = action.type(text) if action.type else text
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(str(error)) from None
+        if action.choices is not None and value not in action.choices:
+            raise ValueError(f"'{text}' is not one of: {', '.join(map(str, action.choices))}")
+        return value
+
+    return parse
+
+
+def _sweep(args) -> int:
+    from . import sweep
+
+    if args.report:
+        return _sweep_report(args.report)
+    if not args.out:
+        raise UserError("sweep needs --out DIR, the folder for its runs and summary (or --report DIR to rebuild a summary)")
+    base = config_from_args(args)
+    settings = {}
+    for text in args.set:
+        knob, values = sweep.parse_setting(text, args.knob_parsers)
+        if knob in settings:
+            raise UserError(f"--set {knob} is given twice; list all its values in one: --set {knob}=v1,v2")
+        settings[knob] = values
+    runs = sweep.plan(base, sweep.parse_seeds(args.seeds), settings, args.out)
+    engine = sweep.make_engine(base, args.workers, args.scheduler)
+    try:
+        to_do, complete = sweep.prepare(runs)
+        print(f"sweep: {_runs(len(runs))}, {len(complete)} already complete, {len(to_do)} to run on {engine.describe()}",
+              file=sys.stderr)
+        outcomes, signal_name = _execute_sweep(engine, to_do, len(runs), len(complete), args)
+    finally:
+        engine.close()
+    _sweep_report(args.out)
+    failed = [outcome for outcome in outcomes if outcome.status == "failed"]
+    stopped = [outcome for outcome in outcomes if outcome.status in ("interrupted", "not started")]
+    if stopped:
+        print(f"portable-cnn: {signal_name or 'interrupted'}: {_runs(len(stopped))} not finished (those started saved "
+              f"where they stopped); run the same command again to finish them", file=sys.stderr)
+        return 130
+    if failed:
+        print(f"portable-cnn: {len(failed)} of {_runs(len(runs))} failed: {', '.join(outcome.run.name for outcome in failed)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _execute_sweep(engine, to_do, total: int, complete: int, args):
+    """The runs' outcomes, each reported as it comes, with a bar counting runs; and the signal that stopped it, if any."""
+    from . import sweep
+    from .callbacks import print_line, tqdm
+
+    show = args.progress if args.progress is not None else not args.quiet and sys.stderr.isatty()
+    engine.on_retry = lambda run: print_line(f"portable-cnn: {run.name}: its worker process died; running it again", file=sys.stderr)
+    bar = tqdm(total=total, initial=complete, unit="run", file=sys.stderr, dynamic_ncols=True) if show and tqdm else None
+
+    def finished(outcome):
+        summary = outcome.summary
+        if outcome.status == "done":
+            if bar is not None:
+                bar.update(1)
+            if not args.quiet:
+                print_line(f"{outcome.run.name}: final test acc {summary['final']:.4f}, best "
+                           f"{summary['best']:.4f} at epoch {summary['best_epoch']}, {summary['seconds']:.1f} s")
+        elif outcome.status == "failed":
+            print_line(f"portable-cnn: {outcome.run.name} failed: {outcome.error}", file=sys.stderr)
+
+    try:
+        with sweep.StopOnSignals(engine) as signals:
+            return sweep.execute_all(to_do, engine, finished), signals.signal_name
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _sweep_report(folder) -> int:
+    from .sweep_report import report
+
+    text, written, incomplete = report(folder)
+    if text:
+        print(text)
+        print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
+    if incomplete:
+        print(f"portable-cnn: {_runs(len(incomplete))} in {folder} not complete (not in the table): "
+              f"{', '.join(incomplete[:5])}{' ...' if len(incomplete) > 5 else ''}", file=sys.stderr)
+    return 0
+
+
+def _runs(count: int) -> str:
+    return f"{count} run{'' if count == 1 else 's'}"
 
 
 @contextlib.contextmanager

@@ -135,3 +135,32 @@ def confusion(matrix: np.ndarray, path, title: str = "confusion matrix") -> tupl
     axes.set_title(title)
     figure.tight_layout()
     return _save(figure, path)
+
+
+def sweep(rows: list[dict], curves: dict, path, title: str = "sweep") -> tuple[int, int]:
+    """A sweep's summary: each configuration's final test accuracies (one dot per run, mean ± sd as a bar) beside
+    its mean test-accuracy curve with a ± sd band. ``curves`` maps a configuration to (epochs, means, sds)."""
+    figure = _figure(12.0, 5.0)
+    spread, curve = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
+    for index, row in enumerate(rows):
+        finals = [result["final"] for result in row["results"]]
+        offsets = np.linspace(-0.15, 0.15, len(finals)) if len(finals) > 1 else [0.0]
+        spread.scatter(index + np.asarray(offsets), finals, s=14, alpha=0.6, color=f"C{index % 10}")
+        spread.errorbar(index + 0.3, row["final"]["mean"], yerr=row["final"]["sd"] or 0.0, fmt="o", color="black", capsize=4)
+        epochs, means, sds = curves[row["configuration"]]
+        means, sds = np.asarray(means), np.asarray(sds)
+        curve.plot(epochs, means, color=f"C{index % 10}", linewidth=1.2, label=f"{row['configuration']} ({row['runs']} runs)")
+        curve.fill_between(epochs, means - sds, means + sds, color=f"C{index % 10}", alpha=0.2, linewidth=0)
+    spread.set_xticks(range(len(rows)))
+    spread.set_xticklabels([row["configuration"] for row in rows], rotation=30, ha="right", fontsize=8)
+    spread.set_ylabel("final test accuracy")
+    spread.set_title("final test accuracy per run (black: mean ± sd)", fontsize=10)
+    spread.grid(alpha=0.3, axis="y")
+    curve.set_xlabel("epoch")
+    curve.set_ylabel("test accuracy")
+    curve.set_title("mean test accuracy ± sd", fontsize=10)
+    curve.grid(alpha=0.3)
+    curve.legend(loc="lower right", fontsize=8)
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    return _save(figure, path)
