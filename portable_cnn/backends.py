@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import functools
 import importlib
 import os
@@ -332,7 +333,8 @@ class Workers:
                 return _in_order(fn, items)
             size = -(-len(items) // self.count)
             runs = [items[start : start + size] for start in range(0, len(items), size)]
-            others = [self._pool.submit(_in_order, fn, run) for run in runs[1:]]
+            # each run in a copy of the caller's context: numpy's errstate (Backend.activated) lives there
+            others = [self._pool.submit(contextvars.copy_context().run, _in_order, fn, run) for run in runs[1:]]
             results = _in_order(fn, runs[0])
             for other in others:
                 results += other.result()

@@ -59,7 +59,7 @@ class Config:
         for name in ("eval_batch_size", "block_size", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if self.book and self.block_size is not None:
+        if self.book and self.block_size not in (None, self.batch_size):
             raise UserError("--book computes whole batches, as the notebook does; drop --block-size")
         if output_side(self.kernel_size, self.book) < 1:
             raise UserError(f"--kernel-size {self.kernel_size} does not fit in a {IMAGE_SIDE}x{IMAGE_SIDE} image")

@@ -60,6 +60,12 @@ def test_workers_keep_the_order_take_contiguous_runs_and_run_blas_on_one_thread(
     assert Workers(1).map(lambda item: item + 1, [1, 2]) == [2, 3]
 
 
+def test_workers_see_the_callers_numpy_error_state():
+    with np.errstate(over="raise"):
+        states = Workers(2).map(lambda item: np.geterr()["over"], [0, 1])
+    assert states == ["raise", "raise"]
+
+
 def test_an_error_in_a_worker_reaches_the_caller():
     def fail(item):
         if item == 3:
