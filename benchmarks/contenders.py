@@ -58,9 +58,16 @@ def notebook(mnist, key: str, label: str, **overrides) -> Contender:
     trained = len(book.images) // book.batch_size * book.batch_size
     tested = len(book.test_images)
     return Contender(
-        key, label, "float64", trained, tested,
-        trained * flops.train_flops_per_image(positions), tested * flops.eval_flops_per_image(positions),
-        book.train_epoch, book.evaluate, _no_sync,
+        key,
+        label,
+        "float64",
+        trained,
+        tested,
+        trained * flops.train_flops_per_image(positions),
+        tested * flops.eval_flops_per_image(positions),
+        book.train_epoch,
+        book.evaluate,
+        _no_sync,
     )
 
 
@@ -68,13 +75,30 @@ def floor(mnist, key: str, label: str, **settings) -> Contender:
     """The unavoidable work of an epoch of the default recipe and ``settings`` (:mod:`benchmarks.floor`): its
     blocks, evaluation chunks and threads."""
     config = Config(**settings).validated()
-    units = epoch_work(min(config.train_size, len(mnist.train_images)), min(config.test_size, len(mnist.test_images)),
-                       config.batch_size, config.block_size, config.eval_batch_size, config.kernel_size, config.kernels)
+    units = epoch_work(
+        min(config.train_size, len(mnist.train_images)),
+        min(config.test_size, len(mnist.test_images)),
+        config.batch_size,
+        config.block_size,
+        config.eval_batch_size,
+        config.kernel_size,
+        config.kernels,
+    )
     work = Floor(units, config.threads, config.dtype)
     work.warm()
     trained, tested = (sum(unit.images for unit in units if unit.phase == phase) for phase in ("train", "eval"))
-    return Contender(key, label, config.dtype, trained, tested, work_flops(units, "train"), work_flops(units, "eval"),
-                     lambda: work.run("train"), lambda: work.run("eval"), _no_sync)
+    return Contender(
+        key,
+        label,
+        config.dtype,
+        trained,
+        tested,
+        work_flops(units, "train"),
+        work_flops(units, "eval"),
+        lambda: work.run("train"),
+        lambda: work.run("eval"),
+        _no_sync,
+    )
 
 
 def portable(mnist, key: str, label: str, floor_key: str | None = None, **settings) -> Contender:
@@ -101,10 +125,17 @@ def portable(mnist, key: str, label: str, floor_key: str | None = None, **settin
             return int(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, pool))
 
     return Contender(
-        key, label, config.dtype, trained, tested,
+        key,
+        label,
+        config.dtype,
+        trained,
+        tested,
         trained * flops.train_flops_per_image(positions, config.kernel_size, config.kernels),
         tested * flops.eval_flops_per_image(positions, config.kernel_size, config.kernels),
-        train_epoch, test, backend.sync, floor_key,
+        train_epoch,
+        test,
+        backend.sync,
+        floor_key,
     )
 
 
@@ -117,10 +148,16 @@ def pytorch(mnist, key: str, label: str, device: str, **settings) -> Contender:
     positions = output_side(recipe.kernel_size, book_recipe=False)
     trained, tested = peer.train_images.shape[0], peer.test_images.shape[0]
     return Contender(
-        key, label, recipe.dtype, trained, tested,
+        key,
+        label,
+        recipe.dtype,
+        trained,
+        tested,
         trained * flops.train_flops_per_image(positions, recipe.kernel_size, recipe.kernels),
         tested * flops.eval_flops_per_image(positions, recipe.kernel_size, recipe.kernels),
-        peer.train_epoch, peer.evaluate, peer.sync,
+        peer.train_epoch,
+        peer.evaluate,
+        peer.sync,
     )
 
 
@@ -135,7 +172,9 @@ class Spec:
 CONTENDERS = {
     "notebook": Spec("notebook (seed code) float64", notebook, {}),
     "numpy-f32": Spec("portable-cnn numpy float32", portable, {"floor_key": "floor"}),
-    "numpy-f32-threads1": Spec("portable-cnn numpy float32 --threads 1", portable, {"threads": 1, "floor_key": "floor-threads1"}),
+    "numpy-f32-threads1": Spec(
+        "portable-cnn numpy float32 --threads 1", portable, {"threads": 1, "floor_key": "floor-threads1"}
+    ),
     "numpy-f32-native": Spec("portable-cnn numpy float32 --rng native", portable, {"rng": "native"}),
     "numpy-f64": Spec("portable-cnn numpy float64", portable, {"dtype": "float64"}),
     "numpy-book": Spec("portable-cnn numpy --book", portable, {"book": True}),

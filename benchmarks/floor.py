@@ -87,18 +87,29 @@ def evaluation_chunk(images: int, positions: int, kernel_size: int, kernels: int
     )
 
 
-def epoch_work(train_size: int, test_size: int, batch_size: int, block_size: int | None, eval_chunk: int,
-               kernel_size: int = 3, kernels: int = 16) -> list[Unit]:
+def epoch_work(
+    train_size: int,
+    test_size: int,
+    batch_size: int,
+    block_size: int | None,
+    eval_chunk: int,
+    kernel_size: int = 3,
+    kernels: int = 16,
+) -> list[Unit]:
     """The units of one epoch: each training batch cut into blocks of ``block_size`` rows (None: whole
     batches), then the test set in chunks of ``eval_chunk`` images."""
     positions = IMAGE_SIDE - kernel_size + 1
     units = []
     for group, (begin, end) in enumerate(ops.slices(train_size, batch_size)):
         for start, stop in ops.slices(end - begin, block_size or batch_size):
-            units.append(Unit("train", group, stop - start, training_block(stop - start, positions, kernel_size, kernels)))
+            units.append(
+                Unit("train", group, stop - start, training_block(stop - start, positions, kernel_size, kernels))
+            )
     evaluation = len(units) and units[-1].group + 1
     for start, stop in ops.slices(test_size, eval_chunk):
-        units.append(Unit("eval", evaluation, stop - start, evaluation_chunk(stop - start, positions, kernel_size, kernels)))
+        units.append(
+            Unit("eval", evaluation, stop - start, evaluation_chunk(stop - start, positions, kernel_size, kernels))
+        )
     return units
 
 
@@ -158,7 +169,9 @@ class Floor:
             self._run_units(units, 0)
             return
         runs = contiguous_groups(len(units), self.workers)
-        futures = [self._pool.submit(self._run_units, units[start:stop], slot) for slot, (start, stop) in enumerate(runs)]
+        futures = [
+            self._pool.submit(self._run_units, units[start:stop], slot) for slot, (start, stop) in enumerate(runs)
+        ]
         for future in futures:
             future.result()
 

@@ -69,9 +69,16 @@ def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
 
     stages = [
         _stage("dropout mask (Philox)", mask),
-        _stage("forward (im2col, conv, tanh, dropout, dense, softmax)", lambda: model.forward(images, keep), conv_flops + dense_flops),
-        _stage("backward (deltas, weight and kernel gradients)", lambda: model.backward(cache, probabilities, targets, divisor),
-               conv_flops + 2 * dense_flops),
+        _stage(
+            "forward (im2col, conv, tanh, dropout, dense, softmax)",
+            lambda: model.forward(images, keep),
+            conv_flops + dense_flops,
+        ),
+        _stage(
+            "backward (deltas, weight and kernel gradients)",
+            lambda: model.backward(cache, probabilities, targets, divisor),
+            conv_flops + 2 * dense_flops,
+        ),
         _stage("SGD update", update),
     ]
 
@@ -108,7 +115,10 @@ def profile(stages, whole, description: str, reps: int) -> dict:
     """Time the stages and the whole step in interleaved rounds."""
     calls = {stage["stage"]: stage["fn"] for stage in stages} | {"whole": whole}
     samples = interleaved({name: reps for name in calls}, lambda name: {"ms": 1e3 * timed(calls[name], _no_sync)})
-    rows = [{"stage": stage["stage"], "ms": summary([s["ms"] for s in samples[stage["stage"]]]), "flops": stage["flops"]} for stage in stages]
+    rows = [
+        {"stage": stage["stage"], "ms": summary([s["ms"] for s in samples[stage["stage"]]]), "flops": stage["flops"]}
+        for stage in stages
+    ]
     return {"description": description, "stages": rows, "whole_ms": summary([s["ms"] for s in samples["whole"]])}
 
 

@@ -41,8 +41,18 @@ def _memory(row: dict) -> str:
 
 
 CONTENDER_COLUMNS = (
-    "contender", "train epoch s", "eval 10k s", "epoch s", "train img/s", "eval img/s",
-    "peak MiB train / eval", "GFLOP/s", "% of GEMM peak", "× faster than notebook", "time ÷ numpy f32", "× floor",
+    "contender",
+    "train epoch s",
+    "eval 10k s",
+    "epoch s",
+    "train img/s",
+    "eval img/s",
+    "peak MiB train / eval",
+    "GFLOP/s",
+    "% of GEMM peak",
+    "× faster than notebook",
+    "time ÷ numpy f32",
+    "× floor",
 )
 
 
@@ -117,7 +127,9 @@ def profile_table(results: dict) -> str:
             lines.append(
                 f"| {stage['stage']} | {spread(stage['ms'])} | {number(stage['flops'] / 1e6)} | {100 * stage['ms']['median'] / total:.0f}% |"
             )
-        lines.append(f"| **sum of stages** | {number(total)} | | |\n| whole step, timed as one | {spread(profile['whole_ms'])} | | |")
+        lines.append(
+            f"| **sum of stages** | {number(total)} | | |\n| whole step, timed as one | {spread(profile['whole_ms'])} | | |"
+        )
     return "\n".join(lines)
 
 
@@ -144,9 +156,22 @@ def epoch_profile_line(results: dict) -> str:
 
 def markdown(results: dict) -> str:
     """The whole report: machine, contenders, targets, and (when measured) scaling and profile."""
-    parts = [f"### {results['machine']['name']}\n", machine_line(results), "", contender_table(results), "", target_lines(results)]
+    parts = [
+        f"### {results['machine']['name']}\n",
+        machine_line(results),
+        "",
+        contender_table(results),
+        "",
+        target_lines(results),
+    ]
     if results.get("scaling"):
         parts += ["", "### Scaling (portable-cnn numpy float32 against PyTorch)", scaling_table(results)]
     if results.get("profile"):
-        parts += ["", "### Where the time goes (numpy float32, one batch)", profile_table(results), "", epoch_profile_line(results)]
+        parts += [
+            "",
+            "### Where the time goes (numpy float32, one batch)",
+            profile_table(results),
+            "",
+            epoch_profile_line(results),
+        ]
     return "\n".join(parts) + "\n"

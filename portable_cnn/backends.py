@@ -83,13 +83,16 @@ class Backend:
         :class:`Workers`, BLAS runs on one thread (also for ``--book``'s whole batches: on a busy machine a
         second BLAS thread stalls these small products)."""
         blas = one_blas_thread() if self.library.pool else contextlib.nullcontext()
-        with self.library.activate(self.module, self.device), np.errstate(over="ignore", invalid="ignore", divide="ignore"), blas:
+        with (
+            self.library.activate(self.module, self.device),
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+            blas,
+        ):
             yield self
 
     def sync(self):
         """Wait for the work queued on this backend's device (for honest timers); a no-op on the CPU."""
         self.library.sync(self.module, self.device)
-
 
 
 class NativeGenerator:
@@ -105,7 +108,9 @@ class NativeGenerator:
 def _cpu_only(name: str):
     def device(module, device: str | None):
         if device not in (None, "cpu"):
-            raise UserError(f"backend '{name}' runs on the CPU only, not on '{device}'; use --backend cupy or torch for a GPU")
+            raise UserError(
+                f"backend '{name}' runs on the CPU only, not on '{device}'; use --backend cupy or torch for a GPU"
+            )
         return "cpu"
 
     return device
@@ -155,7 +160,9 @@ def _torch_device(torch, device: str | None):
         raise UserError(f"unknown torch device '{text}'; use cpu, cuda or cuda:N") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"torch sees no CUDA GPU for device '{text}'; use --device cpu, or install a CUDA build of torch")
+            raise UserError(
+                f"torch sees no CUDA GPU for device '{text}'; use --device cpu, or install a CUDA build of torch"
+            )
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
             raise UserError(f"torch sees {count} CUDA device(s); '{text}' does not exist")
@@ -196,7 +203,9 @@ def _torch_native(torch, device, seed: int) -> NativeGenerator:
 
     return NativeGenerator(
         f"torch-{device.type}",  # CPU and CUDA generators keep different states
-        lambda shape, dtype, to_device: torch.rand(shape, generator=generator, dtype=getattr(torch, dtype), device=device),
+        lambda shape, dtype, to_device: torch.rand(
+            shape, generator=generator, dtype=getattr(torch, dtype), device=device
+        ),
         save,
         load,
     )
@@ -216,7 +225,9 @@ def _cupy_device(cupy, device: str | None):
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CUDA driver or runtime missing: cupy imports but cannot run
-        raise UserError(f"cupy is installed but no usable NVIDIA GPU was found ({type(error).__name__}); use --backend numpy") from None
+        raise UserError(
+            f"cupy is installed but no usable NVIDIA GPU was found ({type(error).__name__}); use --backend numpy"
+        ) from None
     if index >= count:
         raise UserError(f"cupy sees {count} GPU(s); device cuda:{index} does not exist")
     return cupy.cuda.Device(index)
@@ -236,7 +247,9 @@ def _cupy_native(cupy, device, seed: int) -> NativeGenerator:
     def load(state):
         raise AssertionError("cupy's generator state is never saved")  # NativeRandom refuses before this
 
-    return NativeGenerator("cupy", lambda shape, dtype, to_device: generator.random(shape, dtype=dtype), lambda: None, load)
+    return NativeGenerator(
+        "cupy", lambda shape, dtype, to_device: generator.random(shape, dtype=dtype), lambda: None, load
+    )
 
 
 def _compat(name: str):
@@ -247,23 +260,53 @@ LIBRARIES = {
     library.name: library
     for library in (
         Library(
-            "numpy", "numpy", "numpy", _compat("numpy"), _cpu_only("numpy"), lambda module: ["cpu"], np.asarray,
-            native=_numpy_native, pool=True,
+            "numpy",
+            "numpy",
+            "numpy",
+            _compat("numpy"),
+            _cpu_only("numpy"),
+            lambda module: ["cpu"],
+            np.asarray,
+            native=_numpy_native,
+            pool=True,
         ),
         Library(
-            "cupy", "cupy", "'portable-cnn[cuda12]' or 'portable-cnn[cuda13]'", _compat("cupy"), _cupy_device, _cupy_devices,
-            lambda array: array.get(), cpu=False, gpu="cuda",
-            activate=lambda cupy, device: device, sync=lambda cupy, device: device.synchronize(), native=_cupy_native,
+            "cupy",
+            "cupy",
+            "'portable-cnn[cuda12]' or 'portable-cnn[cuda13]'",
+            _compat("cupy"),
+            _cupy_device,
+            _cupy_devices,
+            lambda array: array.get(),
+            cpu=False,
+            gpu="cuda",
+            activate=lambda cupy, device: device,
+            sync=lambda cupy, device: device.synchronize(),
+            native=_cupy_native,
         ),
         Library(
-            "torch", "torch", "'portable-cnn[torch]'", _compat("torch"), _torch_device, _torch_devices,
-            lambda array: array.detach().cpu().numpy(), gpu="cuda",
-            activate=_torch_activate, sync=_torch_sync, native=_torch_native,
+            "torch",
+            "torch",
+            "'portable-cnn[torch]'",
+            _compat("torch"),
+            _torch_device,
+            _torch_devices,
+            lambda array: array.detach().cpu().numpy(),
+            gpu="cuda",
+            activate=_torch_activate,
+            sync=_torch_sync,
+            native=_torch_native,
         ),
         Library(
-            "array-api-strict", "array_api_strict", "'portable-cnn[test]'", lambda module: module, _strict_device,
-            _strict_devices, lambda array: np.asarray(array.to_device(array.__array_namespace__().Device("CPU_DEVICE"))),
-            native=_numpy_native, pool=True,
+            "array-api-strict",
+            "array_api_strict",
+            "'portable-cnn[test]'",
+            lambda module: module,
+            _strict_device,
+            _strict_devices,
+            lambda array: np.asarray(array.to_device(array.__array_namespace__().Device("CPU_DEVICE"))),
+            native=_numpy_native,
+            pool=True,
         ),
     )
 }
@@ -382,12 +425,20 @@ def describe_backends() -> list[dict]:
     """For ``portable-cnn info``: each backend, whether it is installed, its version and the devices it sees."""
     rows = []
     for entry in LIBRARIES.values():
-        row = {"backend": entry.name, "installed": False, "version": "", "devices": "", "install": f"pip install {entry.extra}"}
+        row = {
+            "backend": entry.name,
+            "installed": False,
+            "version": "",
+            "devices": "",
+            "install": f"pip install {entry.extra}",
+        }
         try:
             module = importlib.import_module(entry.module)
         except ImportError:
             rows.append(row)
             continue
-        row.update(installed=True, version=getattr(module, "__version__", "?"), devices=", ".join(entry.devices(module)))
+        row.update(
+            installed=True, version=getattr(module, "__version__", "?"), devices=", ".join(entry.devices(module))
+        )
         rows.append(row)
     return rows

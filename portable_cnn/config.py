@@ -30,7 +30,9 @@ class Config:
     test_size: int = 10000
     seed: int = 1
     eval_batch_size: int | None = None  # test images per evaluation batch: 64 on a CPU, 2048 on a GPU
-    block_size: int | None = None  # images per row block of a training batch: 32 on a CPU, the whole batch on a GPU and with --book
+    block_size: int | None = (
+        None  # images per row block of a training batch: 32 on a CPU, the whole batch on a GPU and with --book
+    )
     threads: int | None = None  # worker threads on a CPU: the cores this process may use (1: no pool); GPUs use none
     dtype: str | None = None  # float32, or float64 with --book
     test_every: int = 1
@@ -48,9 +50,7 @@ class Config:
 
     def validated(self) -> Config:
         """A copy with defaults filled in; raises UserError naming the first impossible value."""
-        positive = (
-            "batch_size", "kernels", "kernel_size", "train_size", "test_size", "test_every", "checkpoint_every"
-        )
+        positive = ("batch_size", "kernels", "kernel_size", "train_size", "test_size", "test_every", "checkpoint_every")
         if self.epochs < 0:
             raise UserError(f"--epochs must be 0 or more, not {self.epochs}")
         for name in positive:
@@ -81,9 +81,13 @@ class Config:
         chosen = {name: value for name, value in recipe.items() if getattr(self, name) is None}
         eval_batch_size = self.eval_batch_size or backends.default_eval_batch(self.backend, self.device)
         whole_batch = self.book or not backends.default_block_size(self.backend, self.device)
-        block_size = self.block_size or (self.batch_size if whole_batch else backends.default_block_size(self.backend, self.device))
+        block_size = self.block_size or (
+            self.batch_size if whole_batch else backends.default_block_size(self.backend, self.device)
+        )
         threads = self.threads or backends.default_threads(self.backend, self.device)
-        return dataclasses.replace(self, dtype=dtype, eval_batch_size=eval_batch_size, block_size=block_size, threads=threads, **chosen)
+        return dataclasses.replace(
+            self, dtype=dtype, eval_batch_size=eval_batch_size, block_size=block_size, threads=threads, **chosen
+        )
 
     def random_kind(self) -> str:
         """The run's random source (see :mod:`rng`): the notebook's stream with --book, else --rng."""
@@ -95,11 +99,25 @@ class Config:
 
 
 # What a run is: a resumed run must have the same values (epochs, evaluation and output may change).
-RECIPE_FIELDS = ("book", "dtype", "rng", "seed", "alpha", "kernel_alpha", "kernel_init", "weight_init", "batch_size", "kernels", "kernel_size", "train_size")
+RECIPE_FIELDS = (
+    "book",
+    "dtype",
+    "rng",
+    "seed",
+    "alpha",
+    "kernel_alpha",
+    "kernel_init",
+    "weight_init",
+    "batch_size",
+    "kernels",
+    "kernel_size",
+    "train_size",
+)
 
 # What each recipe fills in where the config leaves a field unset (None).
 BOOK_RECIPE = {"kernel_init": 0.01, "weight_init": 0.1}
 DEFAULT_RECIPE = {"kernel_init": 1.0, "weight_init": 0.01}
+
 
 def output_side(kernel_size: int, book_recipe: bool) -> int:
     """Positions per side of the convolution: a valid one's, or the notebook's one fewer (erratum 1)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from array_api_compat import array_namespace, device as device_of
+from array_api_compat import array_namespace
+from array_api_compat import device as device_of
 
 from . import ops
 
@@ -134,7 +135,10 @@ class ConvNet:
         """
         xp = array_namespace(self.weights)
         images = as_model_images(images, self.weights)
-        scores = [xp.argmax(self.logits(images[start:stop, ...]), axis=-1) for start, stop in ops.slices(images.shape[0], batch_size)]
+        scores = [
+            xp.argmax(self.logits(images[start:stop, ...]), axis=-1)
+            for start, stop in ops.slices(images.shape[0], batch_size)
+        ]
         return xp.concat(scores) if scores else xp.zeros((0,), dtype=xp.int64, device=device_of(self.weights))
 
 

@@ -53,7 +53,9 @@ class BookRandom:
         """Continue the stream from a :meth:`state` (taken on any backend)."""
         _expect_kind(state, "book")
         keys = np.asarray(state["keys"], dtype=np.uint32)
-        self._state.set_state(("MT19937", keys, int(state["pos"]), int(state["has_gauss"]), float(state["cached_gaussian"])))
+        self._state.set_state(
+            ("MT19937", keys, int(state["pos"]), int(state["has_gauss"]), float(state["cached_gaussian"]))
+        )
 
 
 class PortableRandom:
@@ -73,13 +75,21 @@ class PortableRandom:
         self._draws += 1
         backend = self._backend
         return philox.uniform(
-            backend.xp, shape, seed=self._seed, stream=self._draws, step=0, dtype=backend.dtype(dtype), device=backend.device
+            backend.xp,
+            shape,
+            seed=self._seed,
+            stream=self._draws,
+            step=0,
+            dtype=backend.dtype(dtype),
+            device=backend.device,
         )
 
     def keep_masks(self, shapes, keep_prob: float):
         backend = self._backend
         for shape in shapes:
-            yield philox.bernoulli(backend.xp, shape, keep_prob, seed=self._seed, stream=0, step=self.step, device=backend.device)
+            yield philox.bernoulli(
+                backend.xp, shape, keep_prob, seed=self._seed, stream=0, step=self.step, device=backend.device
+            )
             self.step += 1
 
     def state(self) -> dict:

@@ -138,12 +138,16 @@ def correct_predictions(model: ConvNet, images, labels, batch_size: int, workers
         start, stop = span
         return ops.count_correct(model.logits(images[start:stop, ...]), labels[start:stop, ...])
 
-    for counted in (workers or backends.Workers(1, limit_blas=False)).map(count, ops.slices(images.shape[0], batch_size)):
+    for counted in (workers or backends.Workers(1, limit_blas=False)).map(
+        count, ops.slices(images.shape[0], batch_size)
+    ):
         correct = correct + counted
     return correct
 
 
-def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, history: list[EpochRecord], start: Position):
+def fit(
+    model: ConvNet, data: DeviceData, config: Config, random, callbacks, history: list[EpochRecord], start: Position
+):
     """Train ``model`` from ``start`` to ``config.epochs``, appending to ``history`` and reporting to ``callbacks``.
 
     Returns None when every epoch ran, or the :class:`Position` reached when a callback set
@@ -177,12 +181,18 @@ def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, his
                     seconds = resumed.seconds + time.perf_counter() - started
                     stopped = Position(epoch, index, int(correct), float(loss), seconds)
                     break
-                targets, images, divisor = data.train_targets[begin:end, ...], data.train_images[begin:end, ...], config.batch_size * (end - begin)
+                targets, images, divisor = (
+                    data.train_targets[begin:end, ...],
+                    data.train_images[begin:end, ...],
+                    config.batch_size * (end - begin),
+                )
                 if config.book:
                     probabilities, cache = book.forward(model, images, keep_mask)
                     gradients = book.backward(model, cache, probabilities, targets, divisor)
                 else:
-                    probabilities, gradients = model.gradients(images, keep_mask, targets, divisor, config.block_size, workers.map)
+                    probabilities, gradients = model.gradients(
+                        images, keep_mask, targets, divisor, config.block_size, workers.map
+                    )
                 optimiser.step(model, gradients)
                 correct = correct + ops.count_correct(probabilities, data.train_labels[begin:end, ...])
                 loss = loss + ops.cross_entropy_sum(probabilities, targets, floor)
@@ -199,7 +209,9 @@ def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, his
     return stopped
 
 
-def _epoch_record(model, data: DeviceData, config: Config, workers, epoch: int, correct, loss, clock_offset: float) -> EpochRecord:
+def _epoch_record(
+    model, data: DeviceData, config: Config, workers, epoch: int, correct, loss, clock_offset: float
+) -> EpochRecord:
     """The epoch's figures on the host, evaluating the test set if this epoch is due; its seconds are
     ``time.perf_counter() + clock_offset`` once evaluated."""
     evaluated = epoch % config.test_every == 0 or epoch + 1 == config.epochs

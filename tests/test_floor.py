@@ -36,13 +36,19 @@ def test_blocks_cut_each_batch_and_leave_the_work_unchanged():
 def test_a_block_has_the_five_products_at_the_models_shapes():
     products = [step for step in floor.training_block(4, POSITIONS, 3, 16) if isinstance(step, floor.Product)]
     shapes = {step.name.split(" (")[0]: (step.stack, step.m, step.k, step.n) for step in products}
-    assert shapes == {"conv forward": (1, 4 * 676, 9, 16), "dense forward": (16, 4, 676, 10),
-                      "back-propagation to the hidden layer": (1, 4, 10, HIDDEN), "dense weight gradient": (1, HIDDEN, 4, 10),
-                      "kernel gradient": (4, 9, 676, 16)}
+    assert shapes == {
+        "conv forward": (1, 4 * 676, 9, 16),
+        "dense forward": (16, 4, 676, 10),
+        "back-propagation to the hidden layer": (1, 4, 10, HIDDEN),
+        "dense weight gradient": (1, HIDDEN, 4, 10),
+        "kernel gradient": (4, 9, 676, 16),
+    }
 
 
-@pytest.mark.parametrize(("count", "workers", "runs"), [(10, 3, [(0, 4), (4, 8), (8, 10)]), (2, 4, [(0, 1), (1, 2)]), (0, 2, []),
-                                                       (5, 1, [(0, 5)])])
+@pytest.mark.parametrize(
+    ("count", "workers", "runs"),
+    [(10, 3, [(0, 4), (4, 8), (8, 10)]), (2, 4, [(0, 1), (1, 2)]), (0, 2, []), (5, 1, [(0, 5)])],
+)
 def test_workers_take_contiguous_runs(count, workers, runs):
     assert floor.contiguous_groups(count, workers) == runs
 
@@ -70,7 +76,9 @@ def test_the_floor_computes_real_products_into_its_own_arrays():
     outputs = [key for key in arrays if key[-1] == "out"]
     assert len(outputs) == 2 * 5 + 2  # the five training products on each worker, the two of evaluation on one
     for slot, name, _ in outputs:
-        np.testing.assert_allclose(arrays[slot, name, "out"], arrays[slot, name, "left"] @ arrays[slot, name, "right"], rtol=1e-5)
+        np.testing.assert_allclose(
+            arrays[slot, name, "out"], arrays[slot, name, "left"] @ arrays[slot, name, "right"], rtol=1e-5
+        )
     np.testing.assert_allclose(arrays[0, "tanh out"], np.tanh(arrays[0, "tanh in"]), rtol=1e-6)
     assert {key[0] for key in arrays} == {0, 1}  # each worker writes its own arrays
 
@@ -91,17 +99,43 @@ def test_the_epoch_is_reported_as_a_multiple_of_its_floor(monkeypatch):
     monkeypatch.setattr(timing, "clock", clock)
 
     def fake(key, train, test, floor_key=None):
-        return Contender(key, f"fake {key}", "float32", 1000, 10000, 10**9, 10**9, clock.takes(train), clock.takes(test), lambda: None, floor_key)
+        return Contender(
+            key,
+            f"fake {key}",
+            "float32",
+            1000,
+            10000,
+            10**9,
+            10**9,
+            clock.takes(train),
+            clock.takes(test),
+            lambda: None,
+            floor_key,
+        )
 
-    built = {"numpy-f32": fake("numpy-f32", 0.03, 0.05, "floor"), "floor": fake("floor", 0.02, 0.03), "pytorch": fake("pytorch", 0.15, 0.1)}
+    built = {
+        "numpy-f32": fake("numpy-f32", 0.03, 0.05, "floor"),
+        "floor": fake("floor", 0.02, 0.03),
+        "pytorch": fake("pytorch", 0.15, 0.1),
+    }
     rows = compare.measure(built, {key: 2 for key in built}, {"float32": 100.0}, log=lambda _: None)
     assert rows["numpy-f32"]["time_vs_floor"]["median"] == pytest.approx(0.08 / 0.05)
     assert "time_vs_floor" not in rows["pytorch"]
     targets = {t["target"]: t["met"] for t in compare.targets(rows)}
-    assert targets == {"numpy float32 epoch >= 2.5x faster than idiomatic PyTorch CPU": True,  # 0.25 s / 0.08 s
-                       "numpy float32 epoch <= 1.5x the unavoidable-work floor": False}  # 1.6x
-    machine = {"name": "m", "cpu": "t", "cores": 2, "blas": "b", "numpy": "0", "threads": {},
-               "gemm_peak_gflops": {"float32": 100.0, "float64": 50.0}, "copy_bandwidth_gbs": 10.0}
+    assert targets == {
+        "numpy float32 epoch >= 2.5x faster than idiomatic PyTorch CPU": True,  # 0.25 s / 0.08 s
+        "numpy float32 epoch <= 1.5x the unavoidable-work floor": False,
+    }  # 1.6x
+    machine = {
+        "name": "m",
+        "cpu": "t",
+        "cores": 2,
+        "blas": "b",
+        "numpy": "0",
+        "threads": {},
+        "gemm_peak_gflops": {"float32": 100.0, "float64": 50.0},
+        "copy_bandwidth_gbs": 10.0,
+    }
     table = report.markdown(document(machine, {}, {}, rows))
     row = next(line for line in table.splitlines() if line.startswith("| fake numpy-f32 |"))
     assert row.rstrip(" |").endswith("| 1.6 (1.6–1.6)")

@@ -12,7 +12,12 @@ from portable_cnn.optim import SGD
 def reference_windows(images, k, positions):
     """One window per output position, in (image, row, column) order: the notebook's loops."""
     return np.array(
-        [images[b, r : r + k, c : c + k].ravel() for b in range(len(images)) for r in range(positions) for c in range(positions)]
+        [
+            images[b, r : r + k, c : c + k].ravel()
+            for b in range(len(images))
+            for r in range(positions)
+            for c in range(positions)
+        ]
     )
 
 
@@ -70,7 +75,9 @@ def test_one_hot_counts_and_loss(backend):
     floor = ops.probability_floor(scores)
     assert float(ops.cross_entropy_sum(scores, targets, floor)) == pytest.approx(-np.log([0.7, 0.5, 0.05]).sum())
     certain = backend.asarray(np.array([[0.0, 1.0, 0.0]]))  # a zero probability on the label: large, not infinite
-    assert float(ops.cross_entropy_sum(certain, targets[:1, ...], floor)) == pytest.approx(-np.log(np.finfo(np.float64).tiny))
+    assert float(ops.cross_entropy_sum(certain, targets[:1, ...], floor)) == pytest.approx(
+        -np.log(np.finfo(np.float64).tiny)
+    )
 
 
 def test_slices_cover_every_item_once():
@@ -129,12 +136,20 @@ def test_products_by_image_and_by_slice_equal_the_single_products(tiny):
     backend, host, dev = tiny
     windows = ops.patches(dev["images"], 3, 5)
     hidden_delta = backend.asarray(np.random.default_rng(1).normal(size=(3, 5 * 5 * 2)))
-    np.testing.assert_allclose(to_host(ops.conv_kernel_gradient_by_image(windows, hidden_delta, 2)),
-                               to_host(ops.conv_kernel_gradient(windows, hidden_delta, 2)), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        to_host(ops.conv_kernel_gradient_by_image(windows, hidden_delta, 2)),
+        to_host(ops.conv_kernel_gradient(windows, hidden_delta, 2)),
+        rtol=1e-12,
+        atol=1e-14,
+    )
     hidden = backend.asarray(np.random.default_rng(2).normal(size=(3, 50)))
     for slices in (1, 2, 5):
-        np.testing.assert_allclose(to_host(ops.dense_in_slices(hidden, dev["weights"], slices)),
-                                   to_host(hidden) @ host["weights"], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            to_host(ops.dense_in_slices(hidden, dev["weights"], slices)),
+            to_host(hidden) @ host["weights"],
+            rtol=1e-12,
+            atol=1e-14,
+        )
 
 
 @pytest.mark.parametrize("block_size", [1, 2, 3])
@@ -147,7 +162,9 @@ def test_blocked_gradients_are_the_batchs_gradients(tiny, block_size):
     blocked_probabilities, blocked = model.gradients(dev["images"], dev["keep"], targets, 6, block_size)
     np.testing.assert_allclose(to_host(blocked_probabilities), to_host(probabilities), rtol=1e-12, atol=1e-15)
     for name in ("kernels", "weights"):
-        np.testing.assert_allclose(to_host(getattr(blocked, name)), to_host(getattr(whole, name)), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            to_host(getattr(blocked, name)), to_host(getattr(whole, name)), rtol=1e-12, atol=1e-15
+        )
 
 
 def test_sgd_steps_each_layer_down_its_gradient_at_its_rate(tiny):
@@ -175,4 +192,6 @@ def test_book_step_keeps_the_notebooks_errata(tiny):
     layer_1_delta = layer_2_delta @ host["weights"].T * (1 - layer_1**2) * host["keep"]
     kernels = host["kernels"] - windows.T @ layer_1_delta.reshape(-1, 2)
     np.testing.assert_allclose(to_host(model.kernels), kernels, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(to_host(model.weights), host["weights"] + layer_1.T @ layer_2_delta, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        to_host(model.weights), host["weights"] + layer_1.T @ layer_2_delta, rtol=1e-12, atol=1e-12
+    )

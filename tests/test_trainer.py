@@ -70,7 +70,9 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(mnist):
 @pytest.mark.parametrize("rng", ["portable", "native"])
 def test_float32_is_the_default_and_float64_is_available(mnist, rng):
     assert train(dataclasses.replace(SMALL, epochs=1, rng=rng), mnist).model.weights.dtype == np.float32
-    assert train(dataclasses.replace(SMALL, epochs=1, rng=rng, dtype="float64"), mnist).model.weights.dtype == np.float64
+    assert (
+        train(dataclasses.replace(SMALL, epochs=1, rng=rng, dtype="float64"), mnist).model.weights.dtype == np.float64
+    )
 
 
 def test_batches_train_the_partial_batch_except_in_book_mode():

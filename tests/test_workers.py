@@ -35,7 +35,18 @@ def test_one_thread_and_two_give_the_same_parameters_bit_for_bit(mnist):
 def test_threads_1_and_2_print_the_same_lines(mnist_dir):
     printed = []
     for count in ("1", "2"):
-        result = run_cli("train", "--epochs", "2", "--train-size", "256", "--test-size", "500", "--threads", count, data_dir=mnist_dir)
+        result = run_cli(
+            "train",
+            "--epochs",
+            "2",
+            "--train-size",
+            "256",
+            "--test-size",
+            "500",
+            "--threads",
+            count,
+            data_dir=mnist_dir,
+        )
         assert result.returncode == 0, result.stderr
         printed.append(result.stdout)
     assert printed[0] == printed[1] and printed[0].count("\n") == 2
@@ -77,12 +88,19 @@ def test_an_error_in_a_worker_reaches_the_caller():
 
 
 def test_gpus_and_torch_never_use_the_pool():
-    assert workers("cupy", "cuda", 4).count == 1 and workers("torch", "cuda:0", 4).count == 1 and workers("torch", "cpu", 4).count == 1
+    assert (
+        workers("cupy", "cuda", 4).count == 1
+        and workers("torch", "cuda:0", 4).count == 1
+        and workers("torch", "cpu", 4).count == 1
+    )
     assert workers("numpy", None, 2).count == 2 and workers("array-api-strict", None, 3).count == 3
     assert default_threads("cupy", None) == 1 and default_threads("torch", "cuda") == 1
 
 
-@pytest.mark.parametrize(("backend", "device", "block", "threads"), [("numpy", None, 32, None), ("torch", "cuda", 128, 1), ("cupy", None, 128, 1)])
+@pytest.mark.parametrize(
+    ("backend", "device", "block", "threads"),
+    [("numpy", None, 32, None), ("torch", "cuda", 128, 1), ("cupy", None, 128, 1)],
+)
 def test_block_size_and_threads_come_from_the_device_kind(backend, device, block, threads):
     config = Config(backend=backend, device=device).validated()
     assert config.block_size == block
