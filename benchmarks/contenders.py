@@ -103,13 +103,14 @@ def floor(mnist, key: str, label: str, **settings) -> Contender:
 
 def portable(mnist, key: str, label: str, floor_key: str | None = None, **settings) -> Contender:
     """portable-cnn through its library API; ``settings`` are :class:`~portable_cnn.config.Config` fields."""
-    # Never the last epoch and never due for a test (epochs from 1): fit() then trains only, and evaluate() is timed apart.
+    # Never the last epoch and never due for a test (epochs from 1): fit() then trains only;
+    # evaluate() is timed apart.
     config = Config(epochs=2**62, test_every=2**62, quiet=True, **settings).validated()
     backend = get_backend(config.backend, config.device)
     with backend.activated():
         data = to_device(mnist, config, backend)
-        random = make_random(config.random_kind(), backend, config.seed)
-        model = init_model(config, random)
+        random_source = make_random(config.random_kind(), backend, config.seed)
+        model = init_model(config, random_source)
     epochs = itertools.count(1)
     positions = output_side(config.kernel_size, config.book)
     trained, tested = batches(config, data.train_size)[-1][1], data.test_images.shape[0]
@@ -118,7 +119,7 @@ def portable(mnist, key: str, label: str, floor_key: str | None = None, **settin
 
     def train_epoch():
         with backend.activated():
-            return fit(model, data, config, random, one_epoch, [], Position(next(epochs)))
+            return fit(model, data, config, random_source, one_epoch, [], Position(next(epochs)))
 
     def test():
         with backend.activated():

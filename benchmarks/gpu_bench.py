@@ -196,7 +196,8 @@ def main(argv=None) -> int:
         print(f"gpu_bench: no NVIDIA GPU usable here ({found_by})")
         return 0 if args.dry_run else 1
     trainings = runs()
-    plan = f"{len(trainings)} contenders x ({args.reps} x {args.epochs} + {WARMUP_EPOCHS} warm-up) epochs: {', '.join(trainings)}"
+    epochs = f"({args.reps} x {args.epochs} + {WARMUP_EPOCHS} warm-up) epochs"
+    plan = f"{len(trainings)} contenders x {epochs}: {', '.join(trainings)}"
     if args.dry_run:
         print(f"gpu_bench: found {gpu} ({found_by}); would time {plan}")
         return 0

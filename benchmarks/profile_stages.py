@@ -42,7 +42,8 @@ def _model(recipe: Config, rng) -> ConvNet:
 
 
 def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
-    """The stages of one default-recipe training step (its dropout mask, forward, backward, update), plus the step as one call."""
+    """The stages of one default-recipe training step (its dropout mask, forward, backward, update), and the
+    step as one call."""
     recipe = Config(batch_size=batch, kernels=kernels).validated()
     rng = np.random.default_rng(seed)
     model = _model(recipe, rng)

@@ -125,11 +125,11 @@ def profile_table(results: dict) -> str:
         total = sum(stage["ms"]["median"] for stage in profile["stages"])
         for stage in profile["stages"]:
             lines.append(
-                f"| {stage['stage']} | {spread(stage['ms'])} | {number(stage['flops'] / 1e6)} | {100 * stage['ms']['median'] / total:.0f}% |"
+                f"| {stage['stage']} | {spread(stage['ms'])} | {number(stage['flops'] / 1e6)} "
+                f"| {100 * stage['ms']['median'] / total:.0f}% |"
             )
-        lines.append(
-            f"| **sum of stages** | {number(total)} | | |\n| whole step, timed as one | {spread(profile['whole_ms'])} | | |"
-        )
+        lines.append(f"| **sum of stages** | {number(total)} | | |")
+        lines.append(f"| whole step, timed as one | {spread(profile['whole_ms'])} | | |")
     return "\n".join(lines)
 
 
@@ -145,7 +145,8 @@ def epoch_profile(results: dict) -> dict:
 def epoch_profile_line(results: dict) -> str:
     epoch = epoch_profile(results)
     line = (
-        f"Per epoch (the batches above times the batches in an epoch): the stages add up to {number(epoch['stages_ms'])} ms, "
+        "Per epoch (the batches above times the batches in an epoch): "
+        f"the stages add up to {number(epoch['stages_ms'])} ms, "
         f"the steps timed whole to {number(epoch['whole_ms'])} ms"
     )
     measured = results["contenders"].get("numpy-f32", {}).get("epoch_s")

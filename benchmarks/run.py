@@ -3,9 +3,10 @@
     python benchmarks/run.py [--quick] [--threads N] [--out benchmarks/results]
 
 Times every contender's training epoch (1000 images, batches of 128) and evaluation (10000 test
-images) in interleaved rounds after a warm-up, with the floor of that work (``floor.py``) as one of them, probes peak memory in fresh processes, measures
-this machine's GEMM peak and copy bandwidth, sweeps batch size, training-set size, kernel count
-and evaluation batch size, and profiles one training and one evaluation batch stage by stage.
+images) in interleaved rounds after a warm-up, with the floor of that work (``floor.py``) as
+one of them, probes peak memory in fresh processes, measures this machine's GEMM peak and copy
+bandwidth, sweeps batch size, training-set size, kernel count and evaluation batch size, and
+profiles one training and one evaluation batch stage by stage.
 Writes ``<out>/<machine>.json`` (and ``<machine>-scaling.png``) and prints a Markdown report.
 ``--quick`` takes about 30 s: the contenders the targets compare (notebook, numpy float32,
 PyTorch, the floor), two rounds, a short profile; no sweeps and no memory probes (written to
@@ -66,8 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--contenders",
-        help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-threads1, numpy-f32-native, numpy-f64, "
-        "numpy-book, torch-f32, strict-f32, pytorch, floor, floor-threads1)",
+        help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-threads1, numpy-f32-native, "
+        "numpy-f64, numpy-book, torch-f32, strict-f32, pytorch, floor, floor-threads1)",
     )
     parser.add_argument(
         "--threads", type=positive, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)"

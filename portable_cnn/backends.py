@@ -325,7 +325,8 @@ def _import(entry: Library):
         return importlib.import_module(entry.module)
     except ImportError as error:
         raise UserError(
-            f"backend '{entry.name}' needs {entry.module}, which is not installed ({error}); install it with: pip install {entry.extra}"
+            f"backend '{entry.name}' needs {entry.module}, which is not installed ({error}); "
+            f"install it with: pip install {entry.extra}"
         ) from None
 
 

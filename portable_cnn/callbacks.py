@@ -177,7 +177,9 @@ class Checkpoints(Callback):
     def on_train_begin(self, state):
         if self.config.save and self.config.epochs == state.start.epoch:  # --epochs 0: the initial model
             model = state.model
-            self.write(self.config.save, model.kernels, model.weights, state.random.state(), state.start, state.history)
+            self.write(
+                self.config.save, model.kernels, model.weights, state.random_source.state(), state.start, state.history
+            )
 
     def on_epoch_end(self, state, record):
         done = record.epoch + 1
@@ -186,7 +188,7 @@ class Checkpoints(Callback):
                 self.config.save,
                 state.model.kernels,
                 state.model.weights,
-                state.random.state(),
+                state.random_source.state(),
                 Position(done),
                 state.history,
             )
@@ -217,7 +219,8 @@ class Checkpoints(Callback):
         done = f"{position.epoch} epoch{'' if position.epoch == 1 else 's'}"
         done += f" and {position.batch} batches" if position.batch else ""
         return Diverged(
-            f"training diverged in epoch {epoch}: {problem}{advice}; {self.config.save} keeps the last good state ({done})"
+            f"training diverged in epoch {epoch}: {problem}{advice}; "
+            f"{self.config.save} keeps the last good state ({done})"
         )
 
 

@@ -102,7 +102,8 @@ class Checkpoint:
     def describe(self) -> str:
         """One line for people: the recipe, epochs, dtype and where it stopped."""
         where = f"{self.epoch} epochs" + (f" and {self.batch} batches" if self.batch else "")
-        return f"{self.path}: {self.recipe['name']} recipe, {where}, {self.dtype}, saved by portable-cnn {self.package_version}"
+        saved_by = f"saved by portable-cnn {self.package_version}"
+        return f"{self.path}: {self.recipe['name']} recipe, {where}, {self.dtype}, {saved_by}"
 
     def to_model(self, backend) -> ConvNet:
         """The network with these parameters, as arrays of ``backend`` (bit for bit the saved values)."""
@@ -205,7 +206,8 @@ def _record(kernels: np.ndarray, weights: np.ndarray, meta: dict, path) -> Check
     for name, (array, wanted) in expected.items():
         if array.shape != wanted or array.dtype != dtype:
             raise UserError(
-                f"the checkpoint {path} is corrupt: {name} is {array.dtype}{list(array.shape)}, its metadata says {dtype}{list(wanted)}"
+                f"the checkpoint {path} is corrupt: {name} is {array.dtype}{list(array.shape)}, "
+                f"its metadata says {dtype}{list(wanted)}"
             )
         if not np.all(np.isfinite(array)):
             raise UserError(f"the checkpoint {path} is corrupt: its {name} contain NaN or infinity")

@@ -107,7 +107,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser, sweep: bool = False):
     run.add_argument(
         "--block-size",
         type=_at_least(1),
-        help="images per row block of a training batch (default 32 on a CPU, the whole batch on a GPU; --book: whole batches)",
+        help="images per row block of a training batch (default 32 on a CPU, the whole batch on a GPU and with --book)",
     )
     run.add_argument(
         "--threads",
@@ -376,7 +376,8 @@ def _sweep(args) -> int:
         return 130
     if failed:
         print(
-            f"portable-cnn: {len(failed)} of {_runs(len(runs))} failed: {', '.join(outcome.run.name for outcome in failed)}",
+            f"portable-cnn: {len(failed)} of {_runs(len(runs))} failed: "
+            + ", ".join(outcome.run.name for outcome in failed),
             file=sys.stderr,
         )
         return 1
@@ -384,7 +385,8 @@ def _sweep(args) -> int:
 
 
 def _execute_sweep(engine, to_do, total: int, complete: int, args):
-    """The runs' outcomes, each reported as it comes, with a bar counting runs; and the signal that stopped it, if any."""
+    """The runs' outcomes, each reported as it comes, with a bar counting runs; and the signal that stopped it,
+    if any."""
     from . import sweep
     from .callbacks import print_line, tqdm
 
@@ -455,7 +457,8 @@ def _evaluate(args) -> int:
         count = len(mnist.test_images) if args.test_size is None else args.test_size
         if count > len(mnist.test_images):
             raise UserError(
-                f"--test-size {count} asks for more images than the data has ({len(mnist.test_images)} in {mnist.source})"
+                f"--test-size {count} asks for more images than the data has "
+                f"({len(mnist.test_images)} in {mnist.source})"
             )
         batch_size = args.eval_batch_size or default_eval_batch(args.backend, args.device)
         result = confusion_of(model, mnist.test_images[:count], mnist.test_labels[:count], batch_size)
@@ -579,7 +582,8 @@ def _describe_data(args) -> str:
 
     source = find_mnist(args.data_dir, train_size=args.train_size, test_size=args.test_size)
     if source.kind == "download":
-        return f"{source.describe()} ({FULL_SIZES['train']} training, {FULL_SIZES['test']} test images), none found locally"
+        sizes = f"{FULL_SIZES['train']} training, {FULL_SIZES['test']} test images"
+        return f"{source.describe()} ({sizes}), none found locally"
     mnist = load_mnist(args.data_dir, download=False, train_size=args.train_size, test_size=args.test_size)
     return f"{source.describe()}: {len(mnist.train_images)} training, {len(mnist.test_images)} test images"
 

@@ -15,8 +15,6 @@ from . import philox
 from .backends import Backend
 from .errors import UserError
 
-KINDS = ("book", "portable", "native")
-
 
 class BookRandom:
     """The notebook's stream: numpy's legacy ``RandomState(seed)`` on the host, in the notebook's order.
@@ -125,13 +123,15 @@ class NativeRandom:
         saved_by = state.get("library")
         if state.get("state") is None:
             raise UserError(
-                f"the checkpoint's --rng native state ({saved_by}) was not saved, as cupy does not expose it, so the run "
+                f"the checkpoint's --rng native state ({saved_by}) was not saved, as cupy does not expose it, "
+                "so the run "
                 "cannot continue exactly; use --rng portable (the default) for runs you want to resume"
             )
         if saved_by != self._generator.label:
             raise UserError(
                 f"the checkpoint's --rng native random state belongs to {saved_by} and cannot continue on "
-                f"{self._generator.label}; resume on the same library (a --rng portable run, the default, resumes on any backend)"
+                f"{self._generator.label}; resume on the same library "
+                "(a --rng portable run, the default, resumes on any backend)"
             )
         self._generator.load(state["state"])
 

@@ -90,13 +90,13 @@ def train(
         )
     with backend.activated():
         device_data = to_device(data, config, backend)
-        random = make_random(config.random_kind(), backend, config.seed)
+        random_source = make_random(config.random_kind(), backend, config.seed)
         saved_data = fingerprint(data, config.train_size)
         if resumed is None:
-            model, history, start = init_model(config, random), [], Position(0)
+            model, history, start = init_model(config, random_source), [], Position(0)
         else:
             model, history, start = restore(
-                resumed, backend, random, saved_data, len(batches(config, config.train_size))
+                resumed, backend, random_source, saved_data, len(batches(config, config.train_size))
             )
         saver = Checkpoints(config, backend, saved_data)
         run_callbacks = [DivergenceCheck(saver)]
@@ -111,14 +111,14 @@ def train(
         run_callbacks += [*callbacks, saver]
         if stop is not None:
             run_callbacks.append(StopOnRequest(stop))
-        stopped = fit(model, device_data, config, random, run_callbacks, history, start)
+        stopped = fit(model, device_data, config, random_source, run_callbacks, history, start)
     if stopped is not None:
         per_epoch = len(batches(config, config.train_size))
         raise Interrupted(saver.saved_to, stopped.epoch, stopped.batch, per_epoch, defaulted=config.save is None)
     return TrainResult(model, history)
 
 
-def restore(saved: checkpoint.Checkpoint, backend, random, data: dict, per_epoch: int):
+def restore(saved: checkpoint.Checkpoint, backend, random_source, data: dict, per_epoch: int):
     """The model, history and position of a checkpoint, with ``random`` set to continue its stream."""
     wanted = saved.data.get("train_sha256")
     if wanted is not None and wanted != data["train_sha256"]:
@@ -127,7 +127,7 @@ def restore(saved: checkpoint.Checkpoint, backend, random, data: dict, per_epoch
             f"({saved.data.get('source')}); resume with the same data (--data-dir)"
         )
     try:
-        random.restore(saved.rng)
+        random_source.restore(saved.rng)
         fields = [field.name for field in dataclasses.fields(EpochRecord)]
         history = [EpochRecord(**{name: row[name] for name in fields}) for row in saved.history]
         partial = saved.partial or {}

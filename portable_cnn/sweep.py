@@ -400,7 +400,8 @@ class DaskEngine:
         return f"the Dask cluster at {self.client.scheduler.address}"
 
     def stop(self):
-        """Cancel the runs not finished: the cluster's runs cannot be asked to save, so they resume from their last checkpoint."""
+        """Cancel the runs not finished: the cluster's runs cannot be asked to save, so they resume from their
+        last checkpoint."""
         self.stopping.set()
         self._executor.shutdown(wait=False)
 

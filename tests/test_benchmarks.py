@@ -43,7 +43,8 @@ def test_gpu_check_says_cleanly_that_there_is_no_gpu(tmp_path):
 
 
 def test_the_gpu_timings_run_end_to_end_on_the_cpu(mnist):
-    """gpu_bench's logic with CPU stand-ins (numpy for cupy, torch CPU for CUDA), tiny: it must not wait for a GPU to fail."""
+    """gpu_bench's logic with CPU stand-ins (numpy for cupy, torch CPU for CUDA), tiny: it must not wait for a GPU
+    to fail."""
     pytest.importorskip("torch")
     from benchmarks import gpu_bench
 

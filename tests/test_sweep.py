@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import os
 import pathlib
@@ -71,9 +72,11 @@ def test_plan_is_every_seed_with_every_combination_of_knob_values():
 def test_sweep_through_the_cli_trains_ordinary_runs_then_skips_them(mnist_dir, tmp_path):
     out = tmp_path / "sweep"
     flags = ["sweep", "--seeds", "1-2", "--set", "alpha=1,2", *TINY, "--workers", "2", "--out", str(out)]
-    first = run_cli(*flags, data_dir=mnist_dir)
+    first = run_cli(*flags, "--progress", data_dir=mnist_dir)
     assert first.returncode == 0, first.stderr
     assert "4 to run on 2 worker processes" in first.stderr
+    if importlib.util.find_spec("tqdm"):
+        assert "4/4 [" in first.stderr  # the bar counts runs
     names = [f"alpha={alpha},seed={seed}" for alpha in (1, 2) for seed in (1, 2)]
     saved = {name: checkpoint.load(out / "runs" / f"{name}.npz") for name in names}
     # Each run is the training `train` does with the same flags.
@@ -207,6 +210,25 @@ def test_a_dying_worker_fails_only_its_run_and_is_retried_once(tmp_path, functio
     assert (outcomes[1].status, outcomes[1].attempts) == (status, attempts)
     assert [run.config.seed for run in retried] == [1]
     assert all(outcomes[seed].status == "done" and outcomes[seed].summary["seed"] == seed for seed in (2, 3))
+
+
+def report_device(config, threads):
+    return {"device": config.device, "process": os.getpid()}
+
+
+def test_gpu_runs_go_one_per_gpu(tmp_path):
+    runs = [
+        Run(f"seed={seed}", "default", {}, Config(seed=seed, save=str(tmp_path / f"seed={seed}.npz")))
+        for seed in range(6)
+    ]
+    engine = LocalEngine(2, 1, devices=["cuda:0", "cuda:1"], function=report_device)
+    try:
+        outcomes = execute_all(runs, engine, lambda outcome: None)
+    finally:
+        engine.close()
+    placed = {(outcome.summary["process"], outcome.summary["device"]) for outcome in outcomes}
+    assert {device for _, device in placed} == {"cuda:0", "cuda:1"}
+    assert len({process for process, _ in placed}) == 2  # two workers, each always on its own GPU
 
 
 def test_the_dask_engine_runs_the_sweep(mnist_dir, tmp_path, capsys):

@@ -127,3 +127,15 @@ def test_impossible_configurations_say_what_is_wrong(mnist, change, message):
     with pytest.raises(UserError, match=message) as error:
         train(dataclasses.replace(SMALL, **change), mnist)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("book", [False, True], ids=["default", "book"])
+def test_every_array_stays_on_a_non_default_strict_device(mnist, book):
+    """array-api-strict refuses to mix devices: an array created without device= would fail this run."""
+    backend = backend_or_skip("array-api-strict", "device1")
+    config = dataclasses.replace(
+        SMALL, epochs=1, book=book, dtype="float64", backend="array-api-strict", device="device1"
+    )
+    model = train(config, mnist).model
+    assert model.weights.device == backend.device and model.kernels.device == backend.device
+    assert to_host(model.predict(mnist.test_images[:5])).shape == (5,)

@@ -17,7 +17,7 @@ SMALL = Config(epochs=1, test_size=1000, quiet=True)
 
 
 def test_blocked_and_unblocked_float64_agree_after_an_epoch(mnist):
-    """Same seed, blocks of 16 against whole batches of 128: the sums' order differs, the parameters by at most 1e-12."""
+    """Same seed, blocks of 16 against whole batches of 128: the sums' order differs, the parameters by <= 1e-12."""
     blocked = train(dataclasses.replace(SMALL, dtype="float64", block_size=16), mnist).model
     whole = train(dataclasses.replace(SMALL, dtype="float64", block_size=128), mnist).model
     for name in ("kernels", "weights"):
