@@ -187,11 +187,8 @@ def fit(
                     seconds = resumed.seconds + time.perf_counter() - started
                     stopped = Position(epoch, index, int(correct), float(loss), seconds)
                     break
-                targets, images, divisor = (
-                    data.train_targets[begin:end, ...],
-                    data.train_images[begin:end, ...],
-                    config.batch_size * (end - begin),
-                )
+                targets, images = data.train_targets[begin:end, ...], data.train_images[begin:end, ...]
+                divisor = config.batch_size * (end - begin)
                 if config.book:
                     probabilities, cache = book.forward(model, images, keep_mask)
                     gradients = book.backward(model, cache, probabilities, targets, divisor)
