@@ -69,7 +69,7 @@ if ls "$wheels"/*.whl >/dev/null 2>&1; then
   export PYTHONPATH="$work/site:$PYTHONPATH"
   say "installed from $wheels: $(cd "$wheels" && ls -- *.whl | tr '\n' ' ')"
 fi
-for pair in array_api_compat:array-api-compat array_api_strict:array-api-strict pytest:pytest; do
+for pair in array_api_compat:array-api-compat array_api_strict:array-api-strict threadpoolctl:threadpoolctl pytest:pytest; do
   module="${pair%%:*}"
   if ! version=$("$python" -c "import $module; print($module.__version__)" 2>/dev/null); then
     say "python module '$module' is missing; where there is internet: pip download ${pair#*:} -d $wheels --no-deps"

@@ -87,12 +87,16 @@ class PortableRandom:
         )
 
     def keep_masks(self, shapes, keep_prob: float):
+        """An epoch's masks from one Philox call (:func:`philox.bernoulli_steps`), each unpacked when its batch
+        comes: mask ``i`` is at step ``step + i``. The step then advances by ``len(shapes) - 1``, the numbering the
+        trainer has always had (an epoch's last batch and the next epoch's first share a step), kept so that the
+        default recipe's lines stay the same."""
         backend = self._backend
-        for shape in shapes:
-            yield philox.bernoulli(
-                backend.xp, shape, keep_prob, seed=self._seed, stream=0, step=self.step, device=backend.device
-            )
-            self.step += 1
+        masks = philox.bernoulli_steps(
+            backend.xp, shapes, keep_prob, seed=self._seed, stream=0, first_step=self.step, device=backend.device
+        )
+        self.step += max(len(shapes) - 1, 0)
+        return masks
 
     def state(self) -> dict:
         """Counters only (Philox keeps no other state): the run continues identically on any backend."""

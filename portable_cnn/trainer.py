@@ -13,8 +13,7 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
-from . import book, ops
-from .backends import compiled, library_name, to_host
+from . import backends, book, ops
 from .config import Config, output_side
 from .errors import UserError
 from .model import KEEP_PROB, NUM_CLASSES, ConvNet
@@ -139,35 +138,55 @@ def batch_correct(library: str, kernel_size: int, positions: int):
     def count(kernels, weights, images, labels):
         return ops.count_correct(ConvNet(kernels, weights, kernel_size, positions).logits(images), labels)
 
-    return compiled(count, library)
+    return backends.compiled(count, library)
 
 
-def correct_predictions(model: ConvNet, images, labels, batch_size: int):
-    """Correct predictions over a labelled set, in bounded-memory batches (a device scalar)."""
+def correct_predictions(model: ConvNet, images, labels, batch_size: int, workers: backends.Workers | None = None):
+    """Correct predictions over a labelled set, in bounded-memory batches shared by ``workers`` (a device scalar)."""
     xp = array_namespace(model.weights)
-    count = batch_correct(library_name(model.weights), model.kernel_size, model.positions)
+    count_batch = batch_correct(backends.library_name(model.weights), model.kernel_size, model.positions)
     correct = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
-    for start, stop in ops.slices(images.shape[0], batch_size):
-        correct = correct + count(model.kernels, model.weights, images[start:stop, ...], labels[start:stop, ...])
+
+    def count(span):
+        start, stop = span
+        return count_batch(model.kernels, model.weights, images[start:stop, ...], labels[start:stop, ...])
+
+    for counted in (workers or backends.Workers(1, limit_blas=False)).map(
+        count, ops.slices(images.shape[0], batch_size)
+    ):
+        correct = correct + counted
     return correct
 
 
 @functools.lru_cache(maxsize=64)
-def train_step(library: str, book_recipe: bool, batch_size: int, optimiser: SGD, kernel_size: int, positions: int):
+def train_step(
+    library: str,
+    book_recipe: bool,
+    batch_size: int,
+    block_size,
+    optimiser: SGD,
+    kernel_size: int,
+    positions: int,
+    workers,
+):
     """``step(kernels, weights, images, targets, labels, keep_mask, correct, loss, floor)``: one batch's forward
     pass, gradients and SGD update, and its counts added on the device; pure (new arrays in, new arrays out),
     so that a library that compiles (``jax.jit``) runs the whole step as one call. The math is model's and book's."""
-    forward, backward = (book.forward, book.backward) if book_recipe else (ConvNet.forward, ConvNet.backward)
 
     def step(kernels, weights, images, targets, labels, keep_mask, correct, loss, floor):
         model = ConvNet(kernels, weights, kernel_size, positions)
-        probabilities, cache = forward(model, images, keep_mask)
-        optimiser.step(model, backward(model, cache, probabilities, targets, batch_size * images.shape[0]))
+        divisor = batch_size * images.shape[0]
+        if book_recipe:
+            probabilities, cache = book.forward(model, images, keep_mask)
+            gradients = book.backward(model, cache, probabilities, targets, divisor)
+        else:
+            probabilities, gradients = model.gradients(images, keep_mask, targets, divisor, block_size, workers.map)
+        optimiser.step(model, gradients)
         correct = correct + ops.count_correct(probabilities, labels)
         loss = loss + ops.cross_entropy_sum(probabilities, targets, floor)
         return model.kernels, model.weights, correct, loss
 
-    return compiled(step, library)
+    return backends.compiled(step, library)
 
 
 def fit(
@@ -184,9 +203,17 @@ def fit(
     Returns None when every epoch ran, or the :class:`Position` reached when a callback set
     ``stop_training`` (looked at before each epoch and each batch; the callbacks' ``on_stop`` then ran).
     """
+    workers = backends.workers(config.backend, config.device, config.threads)
     optimiser = SGD(weight_rate=config.alpha, kernel_rate=config.kernel_alpha)
     step = train_step(
-        library_name(model.weights), config.book, config.batch_size, optimiser, model.kernel_size, model.positions
+        backends.library_name(model.weights),
+        config.book,
+        config.batch_size,
+        config.block_size,
+        optimiser,
+        model.kernel_size,
+        model.positions,
+        workers,
     )
     spans = batches(config, data.train_size)
     state = TrainState(model, config, random_source, history, spans, start)
@@ -228,7 +255,7 @@ def fit(
                 _notify(callbacks, "on_batch_end", state, end - begin)
             if stopped is not None:
                 break
-            record = _epoch_record(model, data, config, epoch, correct, loss, resumed.seconds - started)
+            record = _epoch_record(model, data, config, workers, epoch, correct, loss, resumed.seconds - started)
             history.append(record)
             _notify(callbacks, "on_epoch_end", state, record)
         if stopped is not None:
@@ -239,7 +266,7 @@ def fit(
 
 
 def _epoch_record(
-    model, data: DeviceData, config: Config, epoch: int, correct, loss, clock_offset: float
+    model, data: DeviceData, config: Config, workers, epoch: int, correct, loss, clock_offset: float
 ) -> EpochRecord:
     """The epoch's figures on the host, evaluating the test set if this epoch is due, brought over in one transfer;
     its seconds are ``time.perf_counter() + clock_offset`` once they are on the host."""
@@ -247,10 +274,10 @@ def _epoch_record(
     trained = batches(config, data.train_size)[-1][1]
     counts = [correct, loss]
     if evaluated:
-        counts.append(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size))
+        counts.append(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers))
     xp = array_namespace(loss)
     # One stacked read in the loss's dtype: counts up to 2**24 (MNIST has 70000 images) are exact in float32.
-    figures = to_host(xp.stack([xp.astype(count, loss.dtype) for count in counts])).tolist()
+    figures = backends.to_host(xp.stack([xp.astype(count, loss.dtype) for count in counts])).tolist()
     train_acc = int(figures[0]) / float(data.train_size)  # the book divides by every image, trained or not
     test_acc = int(figures[2]) / float(data.test_images.shape[0]) if evaluated else None
     seconds = time.perf_counter() + clock_offset
