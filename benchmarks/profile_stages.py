@@ -13,7 +13,7 @@ import numpy as np
 from array_api_compat import numpy as xp
 
 from portable_cnn import ops
-from portable_cnn.backends import get_backend
+from portable_cnn.backends import get_backend, one_blas_thread
 from portable_cnn.config import Config
 from portable_cnn.model import KEEP_PROB, NUM_CLASSES, ConvNet
 from portable_cnn.optim import SGD
@@ -128,9 +128,11 @@ def _no_sync():
 
 
 def run(reps: int, recipe: Config) -> dict:
-    """Both profiles for a validated ``recipe``, each with how many of its batches make one epoch."""
-    training = profile(*train_stages(recipe.batch_size, recipe.kernels), reps)
-    evaluation = profile(*eval_stages(recipe.eval_batch_size, recipe.kernels), reps)
+    """Both profiles for a validated ``recipe``, each with how many of its batches make one epoch; BLAS on one
+    thread, as portable-cnn runs it (``Backend.activated``)."""
+    with one_blas_thread():
+        training = profile(*train_stages(recipe.batch_size, recipe.kernels), reps)
+        evaluation = profile(*eval_stages(recipe.eval_batch_size, recipe.kernels), reps)
     training["batches_per_epoch"] = recipe.train_size / recipe.batch_size
     evaluation["batches_per_epoch"] = recipe.test_size / recipe.eval_batch_size
     return {"training batch": training, "evaluation batch": evaluation}
