@@ -23,7 +23,7 @@ def test_book_reproduces_the_notebooks_lines(mnist, book_lines, name, epochs):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("name", "device"), [("cupy", None), ("torch", "cuda")])
+@pytest.mark.parametrize(("name", "device"), [("cupy", None), ("torch", "cuda"), ("jax", "cuda")])
 def test_book_reproduces_the_notebook_on_a_gpu(mnist, book_lines, name, device):
     backend_or_skip(name, device)
     result = train(Config(book=True, epochs=30, backend=name, device=device, quiet=True), mnist)
