@@ -65,7 +65,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser, sweep: bool = False):
     recipe.add_argument("--epochs", type=_at_least(0), help=f"epochs in all, a resumed checkpoint's included (default {defaults.epochs})")
     recipe.add_argument("--batch-size", type=_at_least(1), help=f"(default {defaults.batch_size})")
     recipe.add_argument("--alpha", type=_positive_float, help=f"learning rate (default {defaults.alpha:g})")
-    recipe.add_argument("--kernel-alpha", type=_positive_float, help="the kernels' learning rate (default: alpha, or alpha * batch size without --book)")
+    recipe.add_argument("--kernel-alpha", type=_positive_float, help="the kernels' learning rate (default: alpha with --book, else 32 * alpha * batch size)")
     recipe.add_argument("--kernel-init", type=_positive_float, help="kernels start U(-x, x) (default: 0.01 with --book, else 1)")
     recipe.add_argument("--weight-init", type=_positive_float, help="dense weights start U(-x, x) (default: 0.1 with --book, else 0.01)")
     recipe.add_argument("--kernels", type=_at_least(1), help=f"number of conv kernels (default {defaults.kernels})")
