@@ -40,12 +40,8 @@ def candidates(shape, with_torch, torch_threads=None):
     out = {
         BASELINE: lambda step: rng.random(shape),
         "numpy Generator.random < 0.5": lambda step: rng.random(shape) < 0.5,
-        "philox bernoulli(p=0.5), numpy": lambda step: bernoulli(
-            np_xp, shape, 0.5, seed=1, stream=2, step=step
-        ),
-        "philox bernoulli(p=0.3), numpy": lambda step: bernoulli(
-            np_xp, shape, 0.3, seed=1, stream=2, step=step
-        ),
+        "philox bernoulli(p=0.5), numpy": lambda step: bernoulli(np_xp, shape, 0.5, seed=1, stream=2, step=step),
+        "philox bernoulli(p=0.3), numpy": lambda step: bernoulli(np_xp, shape, 0.3, seed=1, stream=2, step=step),
         "philox uniform float32, numpy": lambda step: uniform(
             np_xp, shape, seed=1, stream=2, step=step, dtype=np_xp.float32
         ),
@@ -127,10 +123,7 @@ def main(argv=None):
     print("| --- | ---: | ---: | ---: |")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(
-            f"| {name} | {med * 1e3:.2f} | {min(ts) * 1e3:.2f}-{max(ts) * 1e3:.2f} "
-            f"| {med / base:.2f}x |"
-        )
+        print(f"| {name} | {med * 1e3:.2f} | {min(ts) * 1e3:.2f}-{max(ts) * 1e3:.2f} | {med / base:.2f}x |")
     if args.epochs:
         epoch_comparison(args.epochs, args.data_dir)
 

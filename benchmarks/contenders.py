@@ -56,21 +56,29 @@ def notebook(mnist, key: str, label: str, **overrides) -> Contender:
     trained = len(book.images) // book.batch_size * book.batch_size
     tested = len(book.test_images)
     return Contender(
-        key, label, "float64", trained, tested,
-        trained * flops.train_flops_per_image(positions), tested * flops.eval_flops_per_image(positions),
-        book.train_epoch, book.evaluate, _no_sync,
+        key,
+        label,
+        "float64",
+        trained,
+        tested,
+        trained * flops.train_flops_per_image(positions),
+        tested * flops.eval_flops_per_image(positions),
+        book.train_epoch,
+        book.evaluate,
+        _no_sync,
     )
 
 
 def portable(mnist, key: str, label: str, **settings) -> Contender:
     """portable-cnn through its library API; ``settings`` are :class:`~portable_cnn.config.Config` fields."""
-    # Never the last epoch and never due for a test (epochs from 1): fit() then trains only, and evaluate() is timed apart.
+    # Never the last epoch and never due for a test (epochs from 1): fit() then trains only;
+    # evaluate() is timed apart.
     config = Config(epochs=2**62, test_every=2**62, quiet=True, **settings).validated()
     backend = get_backend(config.backend, config.device)
     with backend.activated():
         data = to_device(mnist, config, backend)
-        random = make_random(config.random_kind(), backend, config.seed)
-        model = init_model(config, random)
+        random_source = make_random(config.random_kind(), backend, config.seed)
+        model = init_model(config, random_source)
     epochs = itertools.count(1)
     positions = output_side(config.kernel_size, config.book)
     trained, tested = batches(config, data.train_size)[-1][1], data.test_images.shape[0]
@@ -78,17 +86,23 @@ def portable(mnist, key: str, label: str, **settings) -> Contender:
 
     def train_epoch():
         with backend.activated():
-            return fit(model, data, config, random, one_epoch, [], Position(next(epochs)))
+            return fit(model, data, config, random_source, one_epoch, [], Position(next(epochs)))
 
     def test():
         with backend.activated():
             return int(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size))
 
     return Contender(
-        key, label, config.dtype, trained, tested,
+        key,
+        label,
+        config.dtype,
+        trained,
+        tested,
         trained * flops.train_flops_per_image(positions, config.kernel_size, config.kernels),
         tested * flops.eval_flops_per_image(positions, config.kernel_size, config.kernels),
-        train_epoch, test, backend.sync,
+        train_epoch,
+        test,
+        backend.sync,
     )
 
 
@@ -101,10 +115,16 @@ def pytorch(mnist, key: str, label: str, device: str, **settings) -> Contender:
     positions = output_side(recipe.kernel_size, book_recipe=False)
     trained, tested = peer.train_images.shape[0], peer.test_images.shape[0]
     return Contender(
-        key, label, recipe.dtype, trained, tested,
+        key,
+        label,
+        recipe.dtype,
+        trained,
+        tested,
         trained * flops.train_flops_per_image(positions, recipe.kernel_size, recipe.kernels),
         tested * flops.eval_flops_per_image(positions, recipe.kernel_size, recipe.kernels),
-        peer.train_epoch, peer.evaluate, peer.sync,
+        peer.train_epoch,
+        peer.evaluate,
+        peer.sync,
     )
 
 

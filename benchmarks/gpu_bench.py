@@ -75,8 +75,14 @@ def runs(backend: str = "cupy", device: str = "cuda", **settings) -> dict:
     """key -> (label, run(mnist, epochs)): portable-cnn's default recipe and --book on ``backend``, the
     default recipe on torch ``device``, and the PyTorch peer there; ``settings`` are Config fields."""
     return {
-        DEFAULT: (f"portable-cnn {backend} float32 (default recipe)", lambda mnist, n: portable_run(mnist, n, backend=backend, **settings)),
-        "book": (f"portable-cnn {backend} --book (float64)", lambda mnist, n: portable_run(mnist, n, backend=backend, book=True, **settings)),
+        DEFAULT: (
+            f"portable-cnn {backend} float32 (default recipe)",
+            lambda mnist, n: portable_run(mnist, n, backend=backend, **settings),
+        ),
+        "book": (
+            f"portable-cnn {backend} --book (float64)",
+            lambda mnist, n: portable_run(mnist, n, backend=backend, book=True, **settings),
+        ),
         "torch": (
             f"portable-cnn torch {device} float32 (default recipe)",
             lambda mnist, n: portable_run(mnist, n, backend="torch", device=device, **settings),
@@ -94,7 +100,9 @@ def cuda_sync():
     torch.cuda.synchronize()
 
 
-def measure(mnist, trainings: dict, epochs: int, reps: int, sync, warmup_epochs: int = WARMUP_EPOCHS, log=print) -> dict:
+def measure(
+    mnist, trainings: dict, epochs: int, reps: int, sync, warmup_epochs: int = WARMUP_EPOCHS, log=print
+) -> dict:
     """Time ``reps`` interleaved whole trainings of each of :func:`runs`, after one short warm-up training each."""
     from benchmarks.timing import interleaved, paired_ratios, summary, timed
 
@@ -128,13 +136,27 @@ def document(gpu: str, found_by: str, epochs: int, reps: int, tests_exit_code, r
     """The results file: the rows and the two targets, judged on medians."""
     default = rows[DEFAULT]
     targets = [
-        {"target": f"default recipe, {epochs} epochs with the 10k evaluation every epoch <= {TARGET_SECONDS:g} s",
-         "measured": default["seconds"]["median"], "met": default["seconds"]["median"] <= TARGET_SECONDS},
-        {"target": f"default recipe within {TARGET_RATIO}x of the PyTorch peer", "measured": default["vs_peer"]["median"],
-         "met": default["vs_peer"]["median"] <= TARGET_RATIO},
+        {
+            "target": f"default recipe, {epochs} epochs with the 10k evaluation every epoch <= {TARGET_SECONDS:g} s",
+            "measured": default["seconds"]["median"],
+            "met": default["seconds"]["median"] <= TARGET_SECONDS,
+        },
+        {
+            "target": f"default recipe within {TARGET_RATIO}x of the PyTorch peer",
+            "measured": default["vs_peer"]["median"],
+            "met": default["vs_peer"]["median"] <= TARGET_RATIO,
+        },
     ]
-    return {"schema": 1, "gpu": gpu, "found_by": found_by, "epochs": epochs, "reps": reps,
-            "tests_exit_code": tests_exit_code, "contenders": rows, "targets": targets}
+    return {
+        "schema": 1,
+        "gpu": gpu,
+        "found_by": found_by,
+        "epochs": epochs,
+        "reps": reps,
+        "tests_exit_code": tests_exit_code,
+        "contenders": rows,
+        "targets": targets,
+    }
 
 
 def table(results: dict) -> str:
@@ -152,7 +174,10 @@ def table(results: dict) -> str:
             f"| {spread(row['vs_peer'])} | {number(row['final_test_acc'])} |"
         )
     lines.append("")
-    lines += [f"- {'MET' if t['met'] else 'MISSED'}: {t['target']} — measured {number(t['measured'])}" for t in results["targets"]]
+    lines += [
+        f"- {'MET' if t['met'] else 'MISSED'}: {t['target']} — measured {number(t['measured'])}"
+        for t in results["targets"]
+    ]
     return "\n".join(lines)
 
 
@@ -171,7 +196,8 @@ def main(argv=None) -> int:
         print(f"gpu_bench: no NVIDIA GPU usable here ({found_by})")
         return 0 if args.dry_run else 1
     trainings = runs()
-    plan = f"{len(trainings)} contenders x ({args.reps} x {args.epochs} + {WARMUP_EPOCHS} warm-up) epochs: {', '.join(trainings)}"
+    epochs = f"({args.reps} x {args.epochs} + {WARMUP_EPOCHS} warm-up) epochs"
+    plan = f"{len(trainings)} contenders x {epochs}: {', '.join(trainings)}"
     if args.dry_run:
         print(f"gpu_bench: found {gpu} ({found_by}); would time {plan}")
         return 0

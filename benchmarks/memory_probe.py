@@ -90,7 +90,9 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description="Peak memory of one epoch of a contender, in this (fresh) process.")
     parser.add_argument("key", choices=sorted(CONTENDERS))
-    parser.add_argument("--set", type=_setting, action="append", default=[], metavar="NAME=VALUE", help="a sweep setting")
+    parser.add_argument(
+        "--set", type=_setting, action="append", default=[], metavar="NAME=VALUE", help="a sweep setting"
+    )
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
     contender = build(args.key, load_mnist(args.data_dir), **dict(args.set))

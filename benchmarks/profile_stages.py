@@ -1,7 +1,8 @@
 """Where the time goes: one training batch and one evaluation batch, stage by stage, against their floors.
 
 Each stage is one call of the package's own functions (the random source's masks, ``ConvNet.forward``,
-``ConvNet.backward``, ``SGD.step``; ``ConvNet.logits`` and its ops) on numpy float32, timed on its own (interleaved with the other stages, warm-up dropped). Its floor
+``ConvNet.backward``, ``SGD.step``; ``ConvNet.logits`` and its ops) on numpy float32, timed on its own
+(interleaved with the other stages, warm-up dropped). Its floor
 is the larger of two lower bounds: the bytes it must read and write (every input read once, every
 output written once) over the measured copy bandwidth, and its FLOPs over the measured GEMM peak.
 ``× floor`` says how far a stage is from what the hardware allows; the biggest ``ms - floor`` is the
@@ -28,7 +29,12 @@ SIDE, KERNEL_SIZE = 28, 3
 
 def _stage(name, fn, reads, writes, flops=0):
     """A stage: a call, the arrays it must read and write (for its traffic floor) and its FLOPs."""
-    return {"stage": name, "fn": fn, "bytes": sum(a.nbytes for a in reads) + sum(a.nbytes for a in writes), "flops": flops}
+    return {
+        "stage": name,
+        "fn": fn,
+        "bytes": sum(a.nbytes for a in reads) + sum(a.nbytes for a in writes),
+        "flops": flops,
+    }
 
 
 def _model(recipe: Config, rng) -> ConvNet:
@@ -44,7 +50,8 @@ def _model(recipe: Config, rng) -> ConvNet:
 
 
 def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
-    """The stages of one default-recipe training step (its dropout mask, forward, backward, update), plus the step as one call."""
+    """The stages of one default-recipe training step (its dropout mask, forward, backward, update), and the
+    step as one call."""
     recipe = Config(batch_size=batch, kernels=kernels).validated()
     rng = np.random.default_rng(seed)
     model = _model(recipe, rng)
@@ -71,10 +78,20 @@ def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
 
     stages = [
         _stage("dropout mask (Philox)", mask, [], [keep]),
-        _stage("forward (im2col, conv, tanh, dropout, dense, softmax)", lambda: model.forward(images, keep),
-               [images, model.kernels, model.weights, keep], [*cache[:4], probabilities], conv_flops + dense_flops),
-        _stage("backward (deltas, weight and kernel gradients)", lambda: model.backward(cache, probabilities, targets, divisor),
-               [*cache[:4], probabilities, targets, model.weights], [*gradients], conv_flops + 2 * dense_flops),
+        _stage(
+            "forward (im2col, conv, tanh, dropout, dense, softmax)",
+            lambda: model.forward(images, keep),
+            [images, model.kernels, model.weights, keep],
+            [*cache[:4], probabilities],
+            conv_flops + dense_flops,
+        ),
+        _stage(
+            "backward (deltas, weight and kernel gradients)",
+            lambda: model.backward(cache, probabilities, targets, divisor),
+            [*cache[:4], probabilities, targets, model.weights],
+            [*gradients],
+            conv_flops + 2 * dense_flops,
+        ),
         _stage("SGD update", update, [*parameters, *gradients], parameters),
     ]
 
@@ -99,9 +116,26 @@ def eval_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
     dense_flops = 2 * batch * maps.shape[2] * kernels * NUM_CLASSES
 
     stages = [
-        _stage("patch planes (im2col, transposed)", lambda: ops.patch_planes(images, KERNEL_SIZE, model.positions), [images], [planes]),
-        _stage("feature maps (im2col, conv, tanh)", lambda: model.feature_maps(images), [images, model.kernels], [planes, maps], conv_flops),
-        _stage("scores (per-kernel products, summed)", lambda: model.scores(maps), [maps, model.weights], [logits], dense_flops),
+        _stage(
+            "patch planes (im2col, transposed)",
+            lambda: ops.patch_planes(images, KERNEL_SIZE, model.positions),
+            [images],
+            [planes],
+        ),
+        _stage(
+            "feature maps (im2col, conv, tanh)",
+            lambda: model.feature_maps(images),
+            [images, model.kernels],
+            [planes, maps],
+            conv_flops,
+        ),
+        _stage(
+            "scores (per-kernel products, summed)",
+            lambda: model.scores(maps),
+            [maps, model.weights],
+            [logits],
+            dense_flops,
+        ),
         _stage("arg-max + count", lambda: ops.count_correct(logits, labels), [logits, labels], []),
     ]
     return stages, lambda: ops.count_correct(model.logits(images), labels), f"batch {batch}, {kernels} kernels"
@@ -115,8 +149,13 @@ def profile(stages, whole, description: str, bandwidth_gbs: float, peak_gflops: 
     for stage in stages:
         floor_s = max(stage["bytes"] / (bandwidth_gbs * 1e9), stage["flops"] / (peak_gflops * 1e9))
         rows.append(
-            {"stage": stage["stage"], "ms": summary([s["ms"] for s in samples[stage["stage"]]]),
-             "bytes": stage["bytes"], "flops": stage["flops"], "floor_ms": 1e3 * floor_s}
+            {
+                "stage": stage["stage"],
+                "ms": summary([s["ms"] for s in samples[stage["stage"]]]),
+                "bytes": stage["bytes"],
+                "flops": stage["flops"],
+                "floor_ms": 1e3 * floor_s,
+            }
         )
     return {"description": description, "stages": rows, "whole_ms": summary([s["ms"] for s in samples["whole"]])}
 

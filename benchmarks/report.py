@@ -41,8 +41,17 @@ def _memory(row: dict) -> str:
 
 
 CONTENDER_COLUMNS = (
-    "contender", "train epoch s", "eval 10k s", "epoch s", "train img/s", "eval img/s",
-    "peak MiB train / eval", "GFLOP/s", "% of GEMM peak", "× faster than notebook", "time ÷ numpy f32",
+    "contender",
+    "train epoch s",
+    "eval 10k s",
+    "epoch s",
+    "train img/s",
+    "eval img/s",
+    "peak MiB train / eval",
+    "GFLOP/s",
+    "% of GEMM peak",
+    "× faster than notebook",
+    "time ÷ numpy f32",
 )
 
 
@@ -114,7 +123,8 @@ def profile_table(results: dict) -> str:
         total = sum(stage["ms"]["median"] for stage in profile["stages"])
         for stage in profile["stages"]:
             lines.append(
-                f"| {stage['stage']} | {spread(stage['ms'])} | {number(stage['bytes'] / 1e6)} | {number(stage['flops'] / 1e6)} "
+                f"| {stage['stage']} | {spread(stage['ms'])} | {number(stage['bytes'] / 1e6)} "
+                f"| {number(stage['flops'] / 1e6)} "
                 f"| {number(stage['floor_ms'])} | {number(stage['ms']['median'] / stage['floor_ms'])} "
                 f"| {100 * stage['ms']['median'] / total:.0f}% |"
             )
@@ -140,19 +150,35 @@ def epoch_floor_line(results: dict) -> str:
     epoch = epoch_floor(results)
     measured = results["contenders"].get("numpy-f32", {}).get("epoch_s")
     line = (
-        f"Per epoch (the batches above times the batches in an epoch): the stages add up to {number(epoch['stages_ms'])} ms, "
+        "Per epoch (the batches above times the batches in an epoch): "
+        f"the stages add up to {number(epoch['stages_ms'])} ms, "
         f"the steps timed whole to {number(epoch['whole_ms'])} ms, their floor to {number(epoch['floor_ms'])} ms"
     )
     if measured:
-        line += f"; the measured numpy float32 epoch takes {number(1e3 * measured['median'])} ms, {number(1e3 * measured['median'] / epoch['floor_ms'])}x its floor"
+        seconds = measured["median"]
+        line += f"; the measured numpy float32 epoch takes {number(1e3 * seconds)} ms"
+        line += f", {number(1e3 * seconds / epoch['floor_ms'])}x its floor"
     return line + "."
 
 
 def markdown(results: dict) -> str:
     """The whole report: machine, contenders, targets, and (when measured) scaling and profile."""
-    parts = [f"### {results['machine']['name']}\n", machine_line(results), "", contender_table(results), "", target_lines(results)]
+    parts = [
+        f"### {results['machine']['name']}\n",
+        machine_line(results),
+        "",
+        contender_table(results),
+        "",
+        target_lines(results),
+    ]
     if results.get("scaling"):
         parts += ["", "### Scaling (portable-cnn numpy float32 against PyTorch)", scaling_table(results)]
     if results.get("profile"):
-        parts += ["", "### Where the time goes (numpy float32, one batch)", profile_table(results), "", epoch_floor_line(results)]
+        parts += [
+            "",
+            "### Where the time goes (numpy float32, one batch)",
+            profile_table(results),
+            "",
+            epoch_floor_line(results),
+        ]
     return "\n".join(parts) + "\n"

@@ -25,8 +25,15 @@ sys.path.insert(0, str(HERE.parent))
 from benchmarks import threads  # imports neither numpy nor torch
 
 FULL = {"reps": 11, "notebook_reps": 3, "sweep_reps": 3, "profile_reps": 21}
-QUICK = {"reps": 2, "notebook_reps": 1, "sweep_reps": 1, "profile_reps": 5, "no_scaling": True, "no_memory": True,
-         "contenders": "notebook,numpy-f32,pytorch"}
+QUICK = {
+    "reps": 2,
+    "notebook_reps": 1,
+    "sweep_reps": 1,
+    "profile_reps": 5,
+    "no_scaling": True,
+    "no_memory": True,
+    "contenders": "notebook,numpy-f32,pytorch",
+}
 
 
 def default_data_dir() -> str | None:
@@ -44,18 +51,34 @@ def positive(text: str) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="benchmarks/run.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="benchmarks/run.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true", help="about 30 s: the targets' three contenders, few rounds, no sweeps")
-    parser.add_argument("--reps", type=positive, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})")
-    parser.add_argument("--notebook-reps", type=positive, help=f"rounds for the notebook, ~8 s each (default {FULL['notebook_reps']})")
-    parser.add_argument("--contenders", help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-native, numpy-f64, numpy-book, torch-f32, strict-f32, pytorch)")
-    parser.add_argument("--threads", type=positive, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)")
+    parser.add_argument(
+        "--quick", action="store_true", help="about 30 s: the targets' three contenders, few rounds, no sweeps"
+    )
+    parser.add_argument(
+        "--reps", type=positive, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})"
+    )
+    parser.add_argument(
+        "--notebook-reps", type=positive, help=f"rounds for the notebook, ~8 s each (default {FULL['notebook_reps']})"
+    )
+    parser.add_argument(
+        "--contenders",
+        help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-native, numpy-f64, numpy-book, "
+        "torch-f32, strict-f32, pytorch)",
+    )
+    parser.add_argument(
+        "--threads", type=positive, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)"
+    )
     parser.add_argument("--no-scaling", action="store_true", help="skip the sweeps and their plot")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-stage profile")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
     parser.add_argument("--machine", help="name of the results file (default: from the core count and BLAS)")
-    parser.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default: benchmarks/results)")
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results", help="output folder (default: benchmarks/results)"
+    )
     parser.add_argument("--data-dir", default=default_data_dir(), help="MNIST folder (default: %(default)s)")
     args = parser.parse_args(argv)
     for name, value in (QUICK if args.quick else FULL).items():
@@ -149,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
     swept = None
     stem = name + ("-quick" if args.quick else "")
     if not args.no_scaling:
-        swept = section(loads, "scaling", lambda: scaling.sweep(mnist, args.sweep_reps, not args.no_memory, args.data_dir, log=log))
+        swept = section(
+            loads, "scaling", lambda: scaling.sweep(mnist, args.sweep_reps, not args.no_memory, args.data_dir, log=log)
+        )
         args.out.mkdir(parents=True, exist_ok=True)
         scaling.plot(swept, args.out / f"{stem}-scaling.png")
     profiled = None
@@ -157,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
         bandwidth, peak = machine["copy_bandwidth_gbs"], machine["gemm_peak_gflops"]["float32"]
         recipe = Config().validated()
         profiled = section(loads, "profile", lambda: profile_stages.run(bandwidth, peak, args.profile_reps, recipe))
-    settings = {key: getattr(args, key) for key in ("quick", "reps", "notebook_reps", "sweep_reps", "profile_reps", "threads")}
+    settings = {
+        key: getattr(args, key) for key in ("quick", "reps", "notebook_reps", "sweep_reps", "profile_reps", "threads")
+    }
     results = document(machine, settings, loads, rows, swept, profiled)
     path = report.write_json(results, args.out / f"{stem}.json")
     print(report.markdown(results))

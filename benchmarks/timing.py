@@ -23,7 +23,9 @@ def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
     return clock() - started
 
 
-def interleaved(rounds: dict[str, int], run_once: Callable[[str], dict[str, float]], warmup: int = 1) -> dict[str, list[dict]]:
+def interleaved(
+    rounds: dict[str, int], run_once: Callable[[str], dict[str, float]], warmup: int = 1
+) -> dict[str, list[dict]]:
     """Run ``run_once(name)`` in interleaved rounds; returns each name's measured rounds after the warm-up.
 
     ``rounds`` maps a name to how many measured rounds it takes part in (a slow candidate may take

@@ -70,13 +70,15 @@ class Backend:
         """A context in which the library works on this backend's device (CuPy creates arrays on the current
         device whatever ``device=`` says) and numpy's overflow warnings stay silent (a diverging run would warn
         on every batch; the trainer reports divergence once, in one line)."""
-        with self.library.activate(self.module, self.device), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with (
+            self.library.activate(self.module, self.device),
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        ):
             yield self
 
     def sync(self):
         """Wait for the work queued on this backend's device (for honest timers); a no-op on the CPU."""
         self.library.sync(self.module, self.device)
-
 
 
 class NativeGenerator:
@@ -92,7 +94,9 @@ class NativeGenerator:
 def _cpu_only(name: str):
     def device(module, device: str | None):
         if device not in (None, "cpu"):
-            raise UserError(f"backend '{name}' runs on the CPU only, not on '{device}'; use --backend cupy or torch for a GPU")
+            raise UserError(
+                f"backend '{name}' runs on the CPU only, not on '{device}'; use --backend cupy or torch for a GPU"
+            )
         return "cpu"
 
     return device
@@ -142,7 +146,9 @@ def _torch_device(torch, device: str | None):
         raise UserError(f"unknown torch device '{text}'; use cpu, cuda or cuda:N") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"torch sees no CUDA GPU for device '{text}'; use --device cpu, or install a CUDA build of torch")
+            raise UserError(
+                f"torch sees no CUDA GPU for device '{text}'; use --device cpu, or install a CUDA build of torch"
+            )
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
             raise UserError(f"torch sees {count} CUDA device(s); '{text}' does not exist")
@@ -183,7 +189,9 @@ def _torch_native(torch, device, seed: int) -> NativeGenerator:
 
     return NativeGenerator(
         f"torch-{device.type}",  # CPU and CUDA generators keep different states
-        lambda shape, dtype, to_device: torch.rand(shape, generator=generator, dtype=getattr(torch, dtype), device=device),
+        lambda shape, dtype, to_device: torch.rand(
+            shape, generator=generator, dtype=getattr(torch, dtype), device=device
+        ),
         save,
         load,
     )
@@ -203,7 +211,9 @@ def _cupy_device(cupy, device: str | None):
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CUDA driver or runtime missing: cupy imports but cannot run
-        raise UserError(f"cupy is installed but no usable NVIDIA GPU was found ({type(error).__name__}); use --backend numpy") from None
+        raise UserError(
+            f"cupy is installed but no usable NVIDIA GPU was found ({type(error).__name__}); use --backend numpy"
+        ) from None
     if index >= count:
         raise UserError(f"cupy sees {count} GPU(s); device cuda:{index} does not exist")
     return cupy.cuda.Device(index)
@@ -223,7 +233,9 @@ def _cupy_native(cupy, device, seed: int) -> NativeGenerator:
     def load(state):
         raise AssertionError("cupy's generator state is never saved")  # NativeRandom refuses before this
 
-    return NativeGenerator("cupy", lambda shape, dtype, to_device: generator.random(shape, dtype=dtype), lambda: None, load)
+    return NativeGenerator(
+        "cupy", lambda shape, dtype, to_device: generator.random(shape, dtype=dtype), lambda: None, load
+    )
 
 
 def _compat(name: str):
@@ -234,22 +246,50 @@ LIBRARIES = {
     library.name: library
     for library in (
         Library(
-            "numpy", "numpy", "numpy", _compat("numpy"), _cpu_only("numpy"), lambda module: ["cpu"], np.asarray,
+            "numpy",
+            "numpy",
+            "numpy",
+            _compat("numpy"),
+            _cpu_only("numpy"),
+            lambda module: ["cpu"],
+            np.asarray,
             native=_numpy_native,
         ),
         Library(
-            "cupy", "cupy", "'portable-cnn[cuda12]' or 'portable-cnn[cuda13]'", _compat("cupy"), _cupy_device, _cupy_devices,
-            lambda array: array.get(), cpu=False, gpu="cuda",
-            activate=lambda cupy, device: device, sync=lambda cupy, device: device.synchronize(), native=_cupy_native,
+            "cupy",
+            "cupy",
+            "'portable-cnn[cuda12]' or 'portable-cnn[cuda13]'",
+            _compat("cupy"),
+            _cupy_device,
+            _cupy_devices,
+            lambda array: array.get(),
+            cpu=False,
+            gpu="cuda",
+            activate=lambda cupy, device: device,
+            sync=lambda cupy, device: device.synchronize(),
+            native=_cupy_native,
         ),
         Library(
-            "torch", "torch", "'portable-cnn[torch]'", _compat("torch"), _torch_device, _torch_devices,
-            lambda array: array.detach().cpu().numpy(), gpu="cuda",
-            activate=_torch_activate, sync=_torch_sync, native=_torch_native,
+            "torch",
+            "torch",
+            "'portable-cnn[torch]'",
+            _compat("torch"),
+            _torch_device,
+            _torch_devices,
+            lambda array: array.detach().cpu().numpy(),
+            gpu="cuda",
+            activate=_torch_activate,
+            sync=_torch_sync,
+            native=_torch_native,
         ),
         Library(
-            "array-api-strict", "array_api_strict", "'portable-cnn[test]'", lambda module: module, _strict_device,
-            _strict_devices, lambda array: np.asarray(array.to_device(array.__array_namespace__().Device("CPU_DEVICE"))),
+            "array-api-strict",
+            "array_api_strict",
+            "'portable-cnn[test]'",
+            lambda module: module,
+            _strict_device,
+            _strict_devices,
+            lambda array: np.asarray(array.to_device(array.__array_namespace__().Device("CPU_DEVICE"))),
             native=_numpy_native,
         ),
     )
@@ -269,7 +309,8 @@ def _import(entry: Library):
         return importlib.import_module(entry.module)
     except ImportError as error:
         raise UserError(
-            f"backend '{entry.name}' needs {entry.module}, which is not installed ({error}); install it with: pip install {entry.extra}"
+            f"backend '{entry.name}' needs {entry.module}, which is not installed ({error}); "
+            f"install it with: pip install {entry.extra}"
         ) from None
 
 
@@ -301,12 +342,20 @@ def describe_backends() -> list[dict]:
     """For ``portable-cnn info``: each backend, whether it is installed, its version and the devices it sees."""
     rows = []
     for entry in LIBRARIES.values():
-        row = {"backend": entry.name, "installed": False, "version": "", "devices": "", "install": f"pip install {entry.extra}"}
+        row = {
+            "backend": entry.name,
+            "installed": False,
+            "version": "",
+            "devices": "",
+            "install": f"pip install {entry.extra}",
+        }
         try:
             module = importlib.import_module(entry.module)
         except ImportError:
             rows.append(row)
             continue
-        row.update(installed=True, version=getattr(module, "__version__", "?"), devices=", ".join(entry.devices(module)))
+        row.update(
+            installed=True, version=getattr(module, "__version__", "?"), devices=", ".join(entry.devices(module))
+        )
         rows.append(row)
     return rows

@@ -149,7 +149,11 @@ class Checkpoints(Callback):
 
     def write(self, path, kernels, weights, random_state: dict, position: Position, history) -> None:
         """A checkpoint of these parameters and random state at ``position`` with ``history``."""
-        partial = {"correct": position.correct, "loss": position.loss, "seconds": position.seconds} if position.batch else None
+        partial = (
+            {"correct": position.correct, "loss": position.loss, "seconds": position.seconds}
+            if position.batch
+            else None
+        )
         record = checkpoint.Checkpoint(
             to_host(kernels),
             to_host(weights),
@@ -173,18 +177,29 @@ class Checkpoints(Callback):
     def on_train_begin(self, state):
         if self.config.save and self.config.epochs == state.start.epoch:  # --epochs 0: the initial model
             model = state.model
-            self.write(self.config.save, model.kernels, model.weights, state.random.state(), state.start, state.history)
+            self.write(
+                self.config.save, model.kernels, model.weights, state.random_source.state(), state.start, state.history
+            )
 
     def on_epoch_end(self, state, record):
         done = record.epoch + 1
         if self.config.save and (done % self.config.checkpoint_every == 0 or done == self.config.epochs):
-            self.write(self.config.save, state.model.kernels, state.model.weights, state.random.state(), Position(done), state.history)
+            self.write(
+                self.config.save,
+                state.model.kernels,
+                state.model.weights,
+                state.random_source.state(),
+                Position(done),
+                state.history,
+            )
 
     def on_stop(self, state, position):
         """The model as trained so far, with the random state of its epoch's start (its masks are drawn again)."""
         path = self.config.save or DEFAULT_INTERRUPT_PATH
         if not (path == self.config.save and position.batch == 0 and self.last_saved == position.epoch):
-            self.write(path, state.model.kernels, state.model.weights, state.epoch_start.random_state, position, state.history)
+            self.write(
+                path, state.model.kernels, state.model.weights, state.epoch_start.random_state, position, state.history
+            )
         self.saved_to = str(path)
 
     def keep_last_good(self, state: TrainState, problem: str, epoch: int) -> Diverged:
@@ -195,13 +210,18 @@ class Checkpoints(Callback):
             return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; nothing was saved (no --save)")
         position = good.position
         if good.epochs_done == 0 and position.batch == 0:
-            return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; no epoch had finished, so nothing was saved")
+            return Diverged(
+                f"training diverged in epoch {epoch}: {problem}{advice}; no epoch had finished, so nothing was saved"
+            )
         if self.last_saved != position.epoch or position.batch:
             history = state.history[: good.epochs_done]
             self.write(self.config.save, good.kernels, good.weights, good.random_state, position, history)
         done = f"{position.epoch} epoch{'' if position.epoch == 1 else 's'}"
         done += f" and {position.batch} batches" if position.batch else ""
-        return Diverged(f"training diverged in epoch {epoch}: {problem}{advice}; {self.config.save} keeps the last good state ({done})")
+        return Diverged(
+            f"training diverged in epoch {epoch}: {problem}{advice}; "
+            f"{self.config.save} keeps the last good state ({done})"
+        )
 
 
 class DivergenceCheck(Callback):

@@ -65,7 +65,9 @@ class Checkpoint:
     batch: int = 0
     partial: dict | None = None
     package_version: str = __version__
-    saved_at: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    saved_at: str = field(
+        default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    )
     path: str = ""
 
     @property
@@ -82,7 +84,12 @@ class Checkpoint:
             "saved_at": self.saved_at,
             "recipe": self.recipe,
             "config": self.config,
-            "model": {"kernel_size": self.kernel_size, "positions": self.positions, "num_kernels": self.num_kernels, "dtype": self.dtype},
+            "model": {
+                "kernel_size": self.kernel_size,
+                "positions": self.positions,
+                "num_kernels": self.num_kernels,
+                "dtype": self.dtype,
+            },
             "epoch": self.epoch,
             "batch": self.batch,
             "partial": self.partial,
@@ -95,12 +102,15 @@ class Checkpoint:
     def describe(self) -> str:
         """One line for people: the recipe, epochs, dtype and where it stopped."""
         where = f"{self.epoch} epochs" + (f" and {self.batch} batches" if self.batch else "")
-        return f"{self.path}: {self.recipe['name']} recipe, {where}, {self.dtype}, saved by portable-cnn {self.package_version}"
+        saved_by = f"saved by portable-cnn {self.package_version}"
+        return f"{self.path}: {self.recipe['name']} recipe, {where}, {self.dtype}, {saved_by}"
 
     def to_model(self, backend) -> ConvNet:
         """The network with these parameters, as arrays of ``backend`` (bit for bit the saved values)."""
         dtype = backend.dtype(self.dtype)
-        return ConvNet(backend.asarray(self.kernels, dtype), backend.asarray(self.weights, dtype), self.kernel_size, self.positions)
+        return ConvNet(
+            backend.asarray(self.kernels, dtype), backend.asarray(self.weights, dtype), self.kernel_size, self.positions
+        )
 
 
 def save(path, checkpoint: Checkpoint) -> pathlib.Path:
@@ -175,22 +185,47 @@ def _record(kernels: np.ndarray, weights: np.ndarray, meta: dict, path) -> Check
         shape = meta["model"]
         kernel_size, positions, num_kernels = (int(shape[key]) for key in ("kernel_size", "positions", "num_kernels"))
         dtype = np.dtype(shape["dtype"])
-        for key, kind in (("epoch", int), ("batch", int), ("config", dict), ("history", list), ("rng", dict), ("recipe", dict)):
+        for key, kind in (
+            ("epoch", int),
+            ("batch", int),
+            ("config", dict),
+            ("history", list),
+            ("rng", dict),
+            ("recipe", dict),
+        ):
             if not isinstance(meta[key], kind):
                 raise TypeError(key)
         if not isinstance(meta.get("partial") or {}, dict):
             raise TypeError("partial")
     except (KeyError, TypeError, ValueError) as error:
         raise UserError(f"the checkpoint {path} is corrupt: its metadata lacks a valid '{reason(error)}'") from None
-    expected = {"kernels": (kernels, (kernel_size**2, num_kernels)), "weights": (weights, (positions**2 * num_kernels, NUM_CLASSES))}
+    expected = {
+        "kernels": (kernels, (kernel_size**2, num_kernels)),
+        "weights": (weights, (positions**2 * num_kernels, NUM_CLASSES)),
+    }
     for name, (array, wanted) in expected.items():
         if array.shape != wanted or array.dtype != dtype:
             raise UserError(
-                f"the checkpoint {path} is corrupt: {name} is {array.dtype}{list(array.shape)}, its metadata says {dtype}{list(wanted)}"
+                f"the checkpoint {path} is corrupt: {name} is {array.dtype}{list(array.shape)}, "
+                f"its metadata says {dtype}{list(wanted)}"
             )
         if not np.all(np.isfinite(array)):
             raise UserError(f"the checkpoint {path} is corrupt: its {name} contain NaN or infinity")
-    fields = {item.name for item in dataclasses.fields(Checkpoint)} - {"kernels", "weights", "path", "kernel_size", "positions", "dtype"}
+    fields = {item.name for item in dataclasses.fields(Checkpoint)} - {
+        "kernels",
+        "weights",
+        "path",
+        "kernel_size",
+        "positions",
+        "dtype",
+    }
     values = {name: meta[name] for name in fields if name in meta}
-    return Checkpoint(kernels, weights, kernel_size=kernel_size, positions=positions, dtype=dtype.name, path=str(path),
-                      **{"data": {}, "backend": {}, **values})
+    return Checkpoint(
+        kernels,
+        weights,
+        kernel_size=kernel_size,
+        positions=positions,
+        dtype=dtype.name,
+        path=str(path),
+        **{"data": {}, "backend": {}, **values},
+    )

@@ -61,16 +61,34 @@ def _add_train_arguments(parser: argparse.ArgumentParser, sweep: bool = False):
     # each run's seed, checkpoint and output itself.
     defaults = Config()
     recipe = parser.add_argument_group("recipe (the book's values by default)")
-    recipe.add_argument("--book", action="store_true", default=None, help="reproduce the notebook bit for bit, errata included")
-    recipe.add_argument("--epochs", type=_at_least(0), help=f"epochs in all, a resumed checkpoint's included (default {defaults.epochs})")
+    recipe.add_argument(
+        "--book", action="store_true", default=None, help="reproduce the notebook bit for bit, errata included"
+    )
+    recipe.add_argument(
+        "--epochs",
+        type=_at_least(0),
+        help=f"epochs in all, a resumed checkpoint's included (default {defaults.epochs})",
+    )
     recipe.add_argument("--batch-size", type=_at_least(1), help=f"(default {defaults.batch_size})")
     recipe.add_argument("--alpha", type=_positive_float, help=f"learning rate (default {defaults.alpha:g})")
-    recipe.add_argument("--kernel-alpha", type=_positive_float, help="the kernels' learning rate (default: alpha with --book, else 32 * alpha * batch size)")
-    recipe.add_argument("--kernel-init", type=_positive_float, help="kernels start U(-x, x) (default: 0.01 with --book, else 1)")
-    recipe.add_argument("--weight-init", type=_positive_float, help="dense weights start U(-x, x) (default: 0.1 with --book, else 0.01)")
+    recipe.add_argument(
+        "--kernel-alpha",
+        type=_positive_float,
+        help="the kernels' learning rate (default: alpha with --book, else 32 * alpha * batch size)",
+    )
+    recipe.add_argument(
+        "--kernel-init", type=_positive_float, help="kernels start U(-x, x) (default: 0.01 with --book, else 1)"
+    )
+    recipe.add_argument(
+        "--weight-init", type=_positive_float, help="dense weights start U(-x, x) (default: 0.1 with --book, else 0.01)"
+    )
     recipe.add_argument("--kernels", type=_at_least(1), help=f"number of conv kernels (default {defaults.kernels})")
-    recipe.add_argument("--kernel-size", type=_at_least(1), help=f"kernel side in pixels (default {defaults.kernel_size})")
-    recipe.add_argument("--train-size", type=_at_least(1), help=f"first N training images (default {defaults.train_size})")
+    recipe.add_argument(
+        "--kernel-size", type=_at_least(1), help=f"kernel side in pixels (default {defaults.kernel_size})"
+    )
+    recipe.add_argument(
+        "--train-size", type=_at_least(1), help=f"first N training images (default {defaults.train_size})"
+    )
     recipe.add_argument("--test-size", type=_at_least(1), help=f"first N test images (default {defaults.test_size})")
     if not sweep:
         recipe.add_argument("--seed", type=_at_least(0), help=f"(default {defaults.seed})")
@@ -81,30 +99,45 @@ def _add_train_arguments(parser: argparse.ArgumentParser, sweep: bool = False):
     run.add_argument("--backend", choices=BACKENDS, help=f"(default {defaults.backend})")
     run.add_argument("--device", help="cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)")
     run.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
-    run.add_argument("--eval-batch-size", type=_at_least(1), help="test images per evaluation batch (default 128 on a CPU, 2048 on a GPU)")
+    run.add_argument(
+        "--eval-batch-size",
+        type=_at_least(1),
+        help="test images per evaluation batch (default 128 on a CPU, 2048 on a GPU)",
+    )
     run.add_argument("--test-every", type=_at_least(1), help="evaluate every N epochs (default 1)")
     run.add_argument("--quiet", action="store_true", default=None, help="print nothing while training")
     run.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="a progress bar on stderr (default: when stderr is a terminal)",
     )
 
     keep = parser.add_argument_group("checkpoints and metrics")
     if not sweep:
-        keep.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) every --checkpoint-every epochs and at the end")
         keep.add_argument(
-            "--resume", metavar="PATH",
+            "--save", metavar="PATH", help="write a checkpoint (.npz) every --checkpoint-every epochs and at the end"
+        )
+        keep.add_argument(
+            "--resume",
+            metavar="PATH",
             help="continue the run saved in PATH with its recipe and settings (flags given here override the "
             "settings; the recipe must match); it saves back to PATH unless --save is given",
         )
-    keep.add_argument("--checkpoint-every", type=_at_least(1), metavar="N", help=f"(default {defaults.checkpoint_every})")
+    keep.add_argument(
+        "--checkpoint-every", type=_at_least(1), metavar="N", help=f"(default {defaults.checkpoint_every})"
+    )
     if not sweep:
-        keep.add_argument("--metrics", metavar="PATH", help="one row per epoch: CSV if PATH ends in .csv, JSON lines if .jsonl")
+        keep.add_argument(
+            "--metrics", metavar="PATH", help="one row per epoch: CSV if PATH ends in .csv, JSON lines if .jsonl"
+        )
 
 
 def _add_backend_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="(default numpy)")
-    parser.add_argument("--device", help="cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)")
+    parser.add_argument(
+        "--device", help="cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)"
+    )
 
 
 def _add_checkpoint_argument(parser: argparse.ArgumentParser, required: bool = True):
@@ -112,7 +145,9 @@ def _add_checkpoint_argument(parser: argparse.ArgumentParser, required: bool = T
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="portable-cnn", description="The chapter-10 CNN of Grokking Deep Learning on any array library.")
+    parser = _Parser(
+        prog="portable-cnn", description="The chapter-10 CNN of Grokking Deep Learning on any array library."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train_parser = commands.add_parser("train", help="train the network on MNIST and print one line per epoch")
@@ -120,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.set_defaults(run=_train)
 
     sweep_parser = commands.add_parser(
-        "sweep", help="many runs, every seed with every combination of knob values, in parallel; a table of the results",
+        "sweep",
+        help="many runs, every seed with every combination of knob values, in parallel; a table of the results",
         description="Train every seed of --seeds with every combination of the --set values, each run as "
         "'train' would with the other flags, its checkpoint and history in OUT/runs/. Run again to skip the "
         "runs complete and resume the others.",
@@ -128,16 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_arguments(sweep_parser, sweep=True)
     plan = sweep_parser.add_argument_group("sweep")
     plan.add_argument("--seeds", default="1", help="seeds to run, such as 1-10, 1,3,5 or 1-3,7 (default 1)")
-    plan.add_argument("--set", action="append", default=[], metavar="KNOB=V1,V2",
-                      help="values of a training flag to try, such as alpha=1,2 or kernel-init=0.5,1 (repeat for more knobs)")
-    plan.add_argument("--out", metavar="DIR", help="the sweep's folder: runs/ (a checkpoint and a JSON each) and the summary")
-    plan.add_argument("--workers", type=_at_least(1), help="runs at a time (default: the usable cores; on GPUs one per GPU)")
-    plan.add_argument("--scheduler", metavar="ADDRESS",
-                      help="run on the Dask cluster at ADDRESS (tcp://host:8786), or 'local' for a LocalCluster here")
+    plan.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=V1,V2",
+        help="values of a training flag to try, such as alpha=1,2 or kernel-init=0.5,1 (repeat for more knobs)",
+    )
+    plan.add_argument(
+        "--out", metavar="DIR", help="the sweep's folder: runs/ (a checkpoint and a JSON each) and the summary"
+    )
+    plan.add_argument(
+        "--workers", type=_at_least(1), help="runs at a time (default: the usable cores; on GPUs one per GPU)"
+    )
+    plan.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on the Dask cluster at ADDRESS (tcp://host:8786), or 'local' for a LocalCluster here",
+    )
     plan.add_argument("--report", metavar="DIR", help="only rebuild the summary table and files from the sweep in DIR")
     sweep_parser.set_defaults(run=_sweep, knob_parsers=_knob_parsers(sweep_parser))
 
-    evaluate_parser = commands.add_parser("evaluate", help="a checkpoint's test accuracy, per-class accuracy and confusion matrix")
+    evaluate_parser = commands.add_parser(
+        "evaluate", help="a checkpoint's test accuracy, per-class accuracy and confusion matrix"
+    )
     _add_checkpoint_argument(evaluate_parser)
     _add_backend_arguments(evaluate_parser)
     evaluate_parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
@@ -150,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser = commands.add_parser("predict", help="the digit in each picture (PNG, JPEG, ...) or .npy array")
     _add_checkpoint_argument(predict_parser)
     _add_backend_arguments(predict_parser)
-    predict_parser.add_argument("files", nargs="+", metavar="FILE", help="pictures of digits, or .npy arrays (28, 28) / (N, 28, 28)")
+    predict_parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="pictures of digits, or .npy arrays (28, 28) / (N, 28, 28)"
+    )
     predict_parser.add_argument("--json", action="store_true", help="print the results as one JSON array")
     predict_parser.set_defaults(run=_predict)
 
@@ -173,12 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", metavar="PATH", help="a checkpoint (its history)")
     curves_parser.set_defaults(run=_plot_curves)
     for picture in (kernels_parser, maps_parser, curves_parser):
-        picture.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the picture file (.png, .svg, .pdf)")
+        picture.add_argument(
+            "-o", "--output", required=True, metavar="OUT.png", help="the picture file (.png, .svg, .pdf)"
+        )
 
-    info_parser = commands.add_parser("info", help="the backends (installed or not, version, devices) and the data a run would use")
+    info_parser = commands.add_parser(
+        "info", help="the backends (installed or not, version, devices) and the data a run would use"
+    )
     info_parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
-    info_parser.add_argument("--train-size", type=_at_least(1), default=Config().train_size, help="training images a run would ask for")
-    info_parser.add_argument("--test-size", type=_at_least(1), default=Config().test_size, help="test images a run would ask for")
+    info_parser.add_argument(
+        "--train-size", type=_at_least(1), default=Config().train_size, help="training images a run would ask for"
+    )
+    info_parser.add_argument(
+        "--test-size", type=_at_least(1), default=Config().test_size, help="test images a run would ask for"
+    )
     info_parser.set_defaults(run=_info)
     return parser
 
@@ -224,8 +284,10 @@ def _train(args) -> int:
             result = train(config, stop=stop)
         except Interrupted as stopped:
             why = stop.signal_name or "interrupted"
-            print(f"portable-cnn: {why}: {stopped}; resume with: portable-cnn train --resume {shlex.quote(stopped.path)}",
-                  file=sys.stderr)
+            print(
+                f"portable-cnn: {why}: {stopped}; resume with: portable-cnn train --resume {shlex.quote(stopped.path)}",
+                file=sys.stderr,
+            )
             return 130
         except Diverged as error:
             print(f"portable-cnn: error: {error}", file=sys.stderr)
@@ -240,7 +302,11 @@ def _knob_parsers(parser: argparse.ArgumentParser) -> dict:
     from .sweep import NOT_KNOBS
 
     fields = {field.name for field in dataclasses.fields(Config)} - set(NOT_KNOBS)
-    return {action.dest: _value_parser(action) for action in parser._actions if action.dest in fields and action.option_strings}
+    return {
+        action.dest: _value_parser(action)
+        for action in parser._actions
+        if action.dest in fields and action.option_strings
+    }
 
 
 def _value_parser(action: argparse.Action):
@@ -267,7 +333,9 @@ def _sweep(args) -> int:
     if args.report:
         return _sweep_report(args.report)
     if not args.out:
-        raise UserError("sweep needs --out DIR, the folder for its runs and summary (or --report DIR to rebuild a summary)")
+        raise UserError(
+            "sweep needs --out DIR, the folder for its runs and summary (or --report DIR to rebuild a summary)"
+        )
     base = config_from_args(args)
     settings = {}
     for text in args.set:
@@ -279,8 +347,10 @@ def _sweep(args) -> int:
     engine = sweep.make_engine(base, args.workers, args.scheduler)
     try:
         to_do, complete = sweep.prepare(runs)
-        print(f"sweep: {_runs(len(runs))}, {len(complete)} already complete, {len(to_do)} to run on {engine.describe()}",
-              file=sys.stderr)
+        print(
+            f"sweep: {_runs(len(runs))}, {len(complete)} already complete, {len(to_do)} to run on {engine.describe()}",
+            file=sys.stderr,
+        )
         outcomes, signal_name = _execute_sweep(engine, to_do, len(runs), len(complete), args)
     finally:
         engine.close()
@@ -288,24 +358,35 @@ def _sweep(args) -> int:
     failed = [outcome for outcome in outcomes if outcome.status == "failed"]
     stopped = [outcome for outcome in outcomes if outcome.status in ("interrupted", "not started")]
     if stopped:
-        print(f"portable-cnn: {signal_name or 'interrupted'}: {_runs(len(stopped))} not finished (those started saved "
-              f"where they stopped); run the same command again to finish them", file=sys.stderr)
+        print(
+            f"portable-cnn: {signal_name or 'interrupted'}: {_runs(len(stopped))} not finished (those started saved "
+            f"where they stopped); run the same command again to finish them",
+            file=sys.stderr,
+        )
         return 130
     if failed:
-        print(f"portable-cnn: {len(failed)} of {_runs(len(runs))} failed: {', '.join(outcome.run.name for outcome in failed)}",
-              file=sys.stderr)
+        print(
+            f"portable-cnn: {len(failed)} of {_runs(len(runs))} failed: "
+            + ", ".join(outcome.run.name for outcome in failed),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
 
 def _execute_sweep(engine, to_do, total: int, complete: int, args):
-    """The runs' outcomes, each reported as it comes, with a bar counting runs; and the signal that stopped it, if any."""
+    """The runs' outcomes, each reported as it comes, with a bar counting runs; and the signal that stopped it,
+    if any."""
     from . import sweep
     from .callbacks import print_line, tqdm
 
     show = args.progress if args.progress is not None else not args.quiet and sys.stderr.isatty()
-    engine.on_retry = lambda run: print_line(f"portable-cnn: {run.name}: its worker process died; running it again", file=sys.stderr)
-    bar = tqdm(total=total, initial=complete, unit="run", file=sys.stderr, dynamic_ncols=True) if show and tqdm else None
+    engine.on_retry = lambda run: print_line(
+        f"portable-cnn: {run.name}: its worker process died; running it again", file=sys.stderr
+    )
+    bar = (
+        tqdm(total=total, initial=complete, unit="run", file=sys.stderr, dynamic_ncols=True) if show and tqdm else None
+    )
 
     def finished(outcome):
         summary = outcome.summary
@@ -313,8 +394,10 @@ def _execute_sweep(engine, to_do, total: int, complete: int, args):
             if bar is not None:
                 bar.update(1)
             if not args.quiet:
-                print_line(f"{outcome.run.name}: final test acc {summary['final']:.4f}, best "
-                           f"{summary['best']:.4f} at epoch {summary['best_epoch']}, {summary['seconds']:.1f} s")
+                print_line(
+                    f"{outcome.run.name}: final test acc {summary['final']:.4f}, best "
+                    f"{summary['best']:.4f} at epoch {summary['best_epoch']}, {summary['seconds']:.1f} s"
+                )
         elif outcome.status == "failed":
             print_line(f"portable-cnn: {outcome.run.name} failed: {outcome.error}", file=sys.stderr)
 
@@ -334,8 +417,11 @@ def _sweep_report(folder) -> int:
         print(text)
         print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
     if incomplete:
-        print(f"portable-cnn: {_runs(len(incomplete))} in {folder} not complete (not in the table): "
-              f"{', '.join(incomplete[:5])}{' ...' if len(incomplete) > 5 else ''}", file=sys.stderr)
+        print(
+            f"portable-cnn: {_runs(len(incomplete))} in {folder} not complete (not in the table): "
+            f"{', '.join(incomplete[:5])}{' ...' if len(incomplete) > 5 else ''}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -360,7 +446,10 @@ def _evaluate(args) -> int:
         mnist = load_mnist(args.data_dir, test_size=args.test_size)
         count = len(mnist.test_images) if args.test_size is None else args.test_size
         if count > len(mnist.test_images):
-            raise UserError(f"--test-size {count} asks for more images than the data has ({len(mnist.test_images)} in {mnist.source})")
+            raise UserError(
+                f"--test-size {count} asks for more images than the data has "
+                f"({len(mnist.test_images)} in {mnist.source})"
+            )
         batch_size = args.eval_batch_size or default_eval_batch(args.backend, args.device)
         result = confusion_of(model, mnist.test_images[:count], mnist.test_labels[:count], batch_size)
     if args.plot:
@@ -398,7 +487,11 @@ def _predict(args) -> int:
             found = iter(probabilities(model, np.concatenate(batches)))
             for entry in (entry for entry in entries if "error" not in entry):
                 row = next(found)
-                entry.update(digit=int(row.argmax()), probability=float(row.max()), probabilities=[round(float(p), 6) for p in row])
+                entry.update(
+                    digit=int(row.argmax()),
+                    probability=float(row.max()),
+                    probabilities=[round(float(p), 6) for p in row],
+                )
     if args.json:
         print(json.dumps(entries, indent=1))
     else:
@@ -479,7 +572,8 @@ def _describe_data(args) -> str:
 
     source = find_mnist(args.data_dir, train_size=args.train_size, test_size=args.test_size)
     if source.kind == "download":
-        return f"{source.describe()} ({FULL_SIZES['train']} training, {FULL_SIZES['test']} test images), none found locally"
+        sizes = f"{FULL_SIZES['train']} training, {FULL_SIZES['test']} test images"
+        return f"{source.describe()} ({sizes}), none found locally"
     mnist = load_mnist(args.data_dir, download=False, train_size=args.train_size, test_size=args.test_size)
     return f"{source.describe()}: {len(mnist.train_images)} training, {len(mnist.test_images)} test images"
 

@@ -46,9 +46,7 @@ class Config:
 
     def validated(self) -> Config:
         """A copy with defaults filled in; raises UserError naming the first impossible value."""
-        positive = (
-            "batch_size", "kernels", "kernel_size", "train_size", "test_size", "test_every", "checkpoint_every"
-        )
+        positive = ("batch_size", "kernels", "kernel_size", "train_size", "test_size", "test_every", "checkpoint_every")
         if self.epochs < 0:
             raise UserError(f"--epochs must be 0 or more, not {self.epochs}")
         for name in positive:
@@ -87,7 +85,20 @@ class Config:
 
 
 # What a run is: a resumed run must have the same values (epochs, evaluation and output may change).
-RECIPE_FIELDS = ("book", "dtype", "rng", "seed", "alpha", "kernel_alpha", "kernel_init", "weight_init", "batch_size", "kernels", "kernel_size", "train_size")
+RECIPE_FIELDS = (
+    "book",
+    "dtype",
+    "rng",
+    "seed",
+    "alpha",
+    "kernel_alpha",
+    "kernel_init",
+    "weight_init",
+    "batch_size",
+    "kernels",
+    "kernel_size",
+    "train_size",
+)
 
 # What each recipe fills in where the config leaves a field unset (None).
 BOOK_RECIPE = {"kernel_init": 0.01, "weight_init": 0.1}

@@ -149,7 +149,11 @@ def load_mnist(data_dir=None, *, download=True, train_size=None, test_size=None)
         try:
             download_mnist(source.path)
         except UserError as error:
-            asked = f"--train-size {train_size}" if (train_size or 0) > EMBEDDED_SIZES["train"] else f"--test-size {test_size}"
+            asked = (
+                f"--train-size {train_size}"
+                if (train_size or 0) > EMBEDDED_SIZES["train"]
+                else f"--test-size {test_size}"
+            )
             raise UserError(f"{asked} asks for more than {_embedded_holds()} and {error}") from None
     return _load_idx(source.path)
 
@@ -309,9 +313,7 @@ def _read_idx(path, part, sha256=None) -> np.ndarray:
         raise UserError(f"{path} is too short ({len(data)} bytes) to be an IDX {part} file; replace it")
     fields = struct.unpack_from(header, data)
     if fields[0] != magic:
-        raise UserError(
-            f"{path} has magic number {fields[0]}, expected {magic} for IDX {part}: wrong or corrupt file"
-        )
+        raise UserError(f"{path} has magic number {fields[0]}, expected {magic} for IDX {part}: wrong or corrupt file")
     count, shape = fields[1], (fields[1], *fields[2:])
     if part == "images" and shape[1:] != (ROWS, COLS):
         raise UserError(f"{path} holds {shape[1]}x{shape[2]} images, expected {ROWS}x{COLS}: not MNIST")

@@ -22,7 +22,9 @@ from .model import IMAGE_SIDE
 BOX = 20  # MNIST fits each digit's bounding box into 20x20 pixels ...
 CENTRE = 14.0  # ... and puts its centre of mass here (row and column, in pixel indices; MNIST's mean is 14.0)
 INK = 0.2  # pixels above this fraction of the darkest-to-lightest range count for the bounding box
-PILLOW_HINT = "reading pictures needs Pillow, which is not installed; install it with: pip install 'portable-cnn[images]'"
+PILLOW_HINT = (
+    "reading pictures needs Pillow, which is not installed; install it with: pip install 'portable-cnn[images]'"
+)
 
 
 def read_digits(path) -> np.ndarray:

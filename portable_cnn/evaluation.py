@@ -66,7 +66,9 @@ def confusion_of(model: ConvNet, images, labels, batch_size: int = 1000) -> Eval
     """The confusion matrix of ``model`` on host ``images`` (0-255 or [0, 1]) with host ``labels``."""
     predicted = to_host(model.predict(images, batch_size)).astype(np.int64)
     labels = np.asarray(labels, dtype=np.int64)
-    confusion = np.bincount(labels * NUM_CLASSES + predicted, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+    confusion = np.bincount(labels * NUM_CLASSES + predicted, minlength=NUM_CLASSES**2).reshape(
+        NUM_CLASSES, NUM_CLASSES
+    )
     return Evaluation(confusion)
 
 
@@ -74,7 +76,9 @@ def probabilities(model: ConvNet, images, batch_size: int = 1000) -> np.ndarray:
     """Softmax class probabilities ``(N, 10)`` (no dropout) of images as ``model.predict`` takes them."""
     xp = array_namespace(model.weights)
     images = as_model_images(images, model.weights)
-    pieces = [ops.softmax(model.logits(images[start:stop, ...])) for start, stop in ops.slices(images.shape[0], batch_size)]
+    pieces = [
+        ops.softmax(model.logits(images[start:stop, ...])) for start, stop in ops.slices(images.shape[0], batch_size)
+    ]
     if not pieces:
         return np.zeros((0, NUM_CLASSES))
     return to_host(xp.concat(pieces)).astype(np.float64)

@@ -37,11 +37,17 @@ class MetricsWriter:
     def __init__(self, path, keep_before: int | None = None):
         self.path = check_path(path)
         self._csv = self.path.suffix.lower() == ".csv"
-        kept = [row for row in read_metrics(self.path) if row["epoch"] < keep_before] if keep_before and self.path.is_file() else []
+        kept = (
+            [row for row in read_metrics(self.path) if row["epoch"] < keep_before]
+            if keep_before and self.path.is_file()
+            else []
+        )
         try:
             if kept:
                 header = [",".join(COLUMNS) + "\n"] if self._csv else []
-                write_atomically(self.path, "".join(header + [self._format_row(row) for row in kept]).encode("utf-8"), WHAT)
+                write_atomically(
+                    self.path, "".join(header + [self._format_row(row) for row in kept]).encode("utf-8"), WHAT
+                )
             self._file = open(self.path, "a" if kept else "w", newline="", encoding="utf-8")
         except OSError as error:
             raise UserError(f"cannot write --metrics {self.path}: {error.strerror or error}") from None

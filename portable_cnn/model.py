@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from array_api_compat import array_namespace, device as device_of
+from array_api_compat import array_namespace
+from array_api_compat import device as device_of
 
 from . import ops
 
@@ -99,7 +100,9 @@ class ConvNet:
         output_delta = (probabilities - targets) / divisor
         backprop = output_delta @ self.weights.T
         hidden_delta = backprop * ops.dropped_tanh_derivative(cache.scale, cache.dropped, cache.active)
-        return Gradients(ops.conv_kernel_gradient(cache.windows, hidden_delta, self.num_kernels), cache.dropped.T @ output_delta)
+        return Gradients(
+            ops.conv_kernel_gradient(cache.windows, hidden_delta, self.num_kernels), cache.dropped.T @ output_delta
+        )
 
     def predict(self, images, batch_size: int = 1000):
         """Class indices for ``(N, 28, 28)``, ``(N, 784)`` or one ``(28, 28)`` image, host or device.
@@ -109,7 +112,10 @@ class ConvNet:
         """
         xp = array_namespace(self.weights)
         images = as_model_images(images, self.weights)
-        scores = [xp.argmax(self.logits(images[start:stop, ...]), axis=-1) for start, stop in ops.slices(images.shape[0], batch_size)]
+        scores = [
+            xp.argmax(self.logits(images[start:stop, ...]), axis=-1)
+            for start, stop in ops.slices(images.shape[0], batch_size)
+        ]
         return xp.concat(scores) if scores else xp.zeros((0,), dtype=xp.int64, device=device_of(self.weights))
 
 

@@ -114,9 +114,7 @@ def philox4x32(xp, counter, key, rounds=10):
     rounds = operator.index(rounds)
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    c0, c1, c2, c3 = (
-        c if hasattr(c, "shape") else _check_word("counter word", c) for c in counter
-    )
+    c0, c1, c2, c3 = (c if hasattr(c, "shape") else _check_word("counter word", c) for c in counter)
     k0, k1 = (_check_word("key word", k) for k in key)
     for r in range(rounds):
         if r:
@@ -142,9 +140,7 @@ def philox4x32(xp, counter, key, rounds=10):
         shape = xp.broadcast_arrays(*arrays)[0].shape if len(arrays) > 1 else arrays[0].shape
         device = arrays[0].device
         out = tuple(
-            xp.full(shape, o, dtype=xp.int64, device=device)
-            if isinstance(o, int)
-            else xp.broadcast_to(o, shape)
+            xp.full(shape, o, dtype=xp.int64, device=device) if isinstance(o, int) else xp.broadcast_to(o, shape)
             for o in out
         )
     return out

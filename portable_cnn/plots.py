@@ -16,7 +16,9 @@ from .errors import UserError
 from .files import check_writable
 
 DPI = 100
-MATPLOTLIB_HINT = "drawing pictures needs matplotlib, which is not installed; install it with: pip install 'portable-cnn[plot]'"
+MATPLOTLIB_HINT = (
+    "drawing pictures needs matplotlib, which is not installed; install it with: pip install 'portable-cnn[plot]'"
+)
 
 
 def _figure(width: float, height: float):
@@ -56,7 +58,9 @@ def kernels(kernels: np.ndarray, kernel_size: int, path, title: str = "learned k
     rows, columns = _grid(count)
     figure = _figure(columns * 1.0, rows * 1.0 + 0.5)
     figure.suptitle(title, fontsize=11)
-    grid = figure.add_gridspec(rows, columns, left=0.02, right=0.98, bottom=0.02, top=1 - 0.6 / (rows + 0.5), wspace=0.1, hspace=0.25)
+    grid = figure.add_gridspec(
+        rows, columns, left=0.02, right=0.98, bottom=0.02, top=1 - 0.6 / (rows + 0.5), wspace=0.1, hspace=0.25
+    )
     for index in range(count):
         axes = figure.add_subplot(grid[index // columns, index % columns])
         kernel = kernels[:, index].reshape(kernel_size, kernel_size)
@@ -83,7 +87,9 @@ def feature_maps(image: np.ndarray, maps: np.ndarray, path, title: str = "") -> 
     axes.imshow(np.asarray(image, dtype=np.float64), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     axes.set_title("input", fontsize=8)
     axes.set_axis_off()
-    grid = figure.add_gridspec(rows, columns, left=2.5 / (2.5 + columns), right=0.99, bottom=0.03, top=top, wspace=0.08, hspace=0.25)
+    grid = figure.add_gridspec(
+        rows, columns, left=2.5 / (2.5 + columns), right=0.99, bottom=0.03, top=top, wspace=0.08, hspace=0.25
+    )
     for index, plane in enumerate(maps):
         axes = figure.add_subplot(grid[index // columns, index % columns])
         axes.imshow(plane, cmap="gray", vmin=-limit, vmax=limit, interpolation="nearest")
@@ -102,8 +108,15 @@ def curves(rows: list[dict], path, title: str = "accuracy per epoch") -> tuple[i
     axes.plot(epochs, [row["train_acc"] for row in rows], label="train", color="tab:blue", linewidth=1.2)
     tested = [row for row in rows if row["test_acc"] is not None]
     if tested:
-        axes.plot([row["epoch"] for row in tested], [row["test_acc"] for row in tested], label="test", color="tab:orange",
-                  linewidth=1.2, marker="o" if len(tested) <= 40 else None, markersize=3)
+        axes.plot(
+            [row["epoch"] for row in tested],
+            [row["test_acc"] for row in tested],
+            label="test",
+            color="tab:orange",
+            linewidth=1.2,
+            marker="o" if len(tested) <= 40 else None,
+            markersize=3,
+        )
     axes.set_xlabel("epoch")
     axes.set_ylabel("accuracy")
     axes.set_ylim(0, 1)
@@ -126,8 +139,15 @@ def confusion(matrix: np.ndarray, path, title: str = "confusion matrix") -> tupl
     for true in range(size):
         for predicted in range(size):
             count = int(matrix[true, predicted])
-            axes.text(predicted, true, str(count), ha="center", va="center", fontsize=7,
-                      color="white" if count > threshold else "black")
+            axes.text(
+                predicted,
+                true,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if count > threshold else "black",
+            )
     axes.set_xticks(range(size))
     axes.set_yticks(range(size))
     axes.set_xlabel("predicted digit")
@@ -146,10 +166,14 @@ def sweep(rows: list[dict], curves: dict, path, title: str = "sweep") -> tuple[i
         finals = [result["final"] for result in row["results"]]
         offsets = np.linspace(-0.15, 0.15, len(finals)) if len(finals) > 1 else [0.0]
         spread.scatter(index + np.asarray(offsets), finals, s=14, alpha=0.6, color=f"C{index % 10}")
-        spread.errorbar(index + 0.3, row["final"]["mean"], yerr=row["final"]["sd"] or 0.0, fmt="o", color="black", capsize=4)
+        spread.errorbar(
+            index + 0.3, row["final"]["mean"], yerr=row["final"]["sd"] or 0.0, fmt="o", color="black", capsize=4
+        )
         epochs, means, sds = curves[row["configuration"]]
         means, sds = np.asarray(means), np.asarray(sds)
-        curve.plot(epochs, means, color=f"C{index % 10}", linewidth=1.2, label=f"{row['configuration']} ({row['runs']} runs)")
+        curve.plot(
+            epochs, means, color=f"C{index % 10}", linewidth=1.2, label=f"{row['configuration']} ({row['runs']} runs)"
+        )
         curve.fill_between(epochs, means - sds, means + sds, color=f"C{index % 10}", alpha=0.2, linewidth=0)
     spread.set_xticks(range(len(rows)))
     spread.set_xticklabels([row["configuration"] for row in rows], rotation=30, ha="right", fontsize=8)

@@ -15,8 +15,6 @@ from . import philox
 from .backends import Backend
 from .errors import UserError
 
-KINDS = ("book", "portable", "native")
-
 
 class BookRandom:
     """The notebook's stream: numpy's legacy ``RandomState(seed)`` on the host, in the notebook's order.
@@ -53,7 +51,9 @@ class BookRandom:
         """Continue the stream from a :meth:`state` (taken on any backend)."""
         _expect_kind(state, "book")
         keys = np.asarray(state["keys"], dtype=np.uint32)
-        self._state.set_state(("MT19937", keys, int(state["pos"]), int(state["has_gauss"]), float(state["cached_gaussian"])))
+        self._state.set_state(
+            ("MT19937", keys, int(state["pos"]), int(state["has_gauss"]), float(state["cached_gaussian"]))
+        )
 
 
 class PortableRandom:
@@ -73,13 +73,21 @@ class PortableRandom:
         self._draws += 1
         backend = self._backend
         return philox.uniform(
-            backend.xp, shape, seed=self._seed, stream=self._draws, step=0, dtype=backend.dtype(dtype), device=backend.device
+            backend.xp,
+            shape,
+            seed=self._seed,
+            stream=self._draws,
+            step=0,
+            dtype=backend.dtype(dtype),
+            device=backend.device,
         )
 
     def keep_masks(self, shapes, keep_prob: float):
         backend = self._backend
         for shape in shapes:
-            yield philox.bernoulli(backend.xp, shape, keep_prob, seed=self._seed, stream=0, step=self.step, device=backend.device)
+            yield philox.bernoulli(
+                backend.xp, shape, keep_prob, seed=self._seed, stream=0, step=self.step, device=backend.device
+            )
             self.step += 1
 
     def state(self) -> dict:
@@ -115,13 +123,15 @@ class NativeRandom:
         saved_by = state.get("library")
         if state.get("state") is None:
             raise UserError(
-                f"the checkpoint's --rng native state ({saved_by}) was not saved, as cupy does not expose it, so the run "
+                f"the checkpoint's --rng native state ({saved_by}) was not saved, as cupy does not expose it, "
+                "so the run "
                 "cannot continue exactly; use --rng portable (the default) for runs you want to resume"
             )
         if saved_by != self._generator.label:
             raise UserError(
                 f"the checkpoint's --rng native random state belongs to {saved_by} and cannot continue on "
-                f"{self._generator.label}; resume on the same library (a --rng portable run, the default, resumes on any backend)"
+                f"{self._generator.label}; resume on the same library "
+                "(a --rng portable run, the default, resumes on any backend)"
             )
         self._generator.load(state["state"])
 

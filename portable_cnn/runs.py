@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from . import checkpoint, metrics
 from .backends import get_backend
@@ -69,7 +70,10 @@ def train(
     :class:`Interrupted` raised. ``callbacks`` (:class:`~portable_cnn.callbacks.Callback`) are added to the run's own.
     """
     config = config.validated()
-    for path, check in ((config.save, lambda path: check_writable(path, checkpoint.WHAT)), (config.metrics, metrics.check_path)):
+    for path, check in (
+        (config.save, lambda path: check_writable(path, checkpoint.WHAT)),
+        (config.metrics, metrics.check_path),
+    ):
         if path is not None:
             check(path)
     resumed = checkpoint.load(config.resume) if config.resume else None
@@ -79,16 +83,21 @@ def train(
     if data is None:
         data = load_mnist(config.data_dir, train_size=config.train_size, test_size=config.test_size)
     if data.source == EMBEDDED_SOURCE and not config.quiet:
-        print(f"portable-cnn: training on {EMBEDDED_SOURCE} of MNIST ({len(data.train_images)} training, "
-              f"{len(data.test_images)} test images)", file=sys.stderr)
+        print(
+            f"portable-cnn: training on {EMBEDDED_SOURCE} of MNIST ({len(data.train_images)} training, "
+            f"{len(data.test_images)} test images)",
+            file=sys.stderr,
+        )
     with backend.activated():
         device_data = to_device(data, config, backend)
-        random = make_random(config.random_kind(), backend, config.seed)
+        random_source = make_random(config.random_kind(), backend, config.seed)
         saved_data = fingerprint(data, config.train_size)
         if resumed is None:
-            model, history, start = init_model(config, random), [], Position(0)
+            model, history, start = init_model(config, random_source), [], Position(0)
         else:
-            model, history, start = restore(resumed, backend, random, saved_data, len(batches(config, config.train_size)))
+            model, history, start = restore(
+                resumed, backend, random_source, saved_data, len(batches(config, config.train_size))
+            )
         saver = Checkpoints(config, backend, saved_data)
         run_callbacks = [DivergenceCheck(saver)]
         if not config.quiet:
@@ -102,14 +111,14 @@ def train(
         run_callbacks += [*callbacks, saver]
         if stop is not None:
             run_callbacks.append(StopOnRequest(stop))
-        stopped = fit(model, device_data, config, random, run_callbacks, history, start)
+        stopped = fit(model, device_data, config, random_source, run_callbacks, history, start)
     if stopped is not None:
         per_epoch = len(batches(config, config.train_size))
         raise Interrupted(saver.saved_to, stopped.epoch, stopped.batch, per_epoch, defaulted=config.save is None)
     return TrainResult(model, history)
 
 
-def restore(saved: checkpoint.Checkpoint, backend, random, data: dict, per_epoch: int):
+def restore(saved: checkpoint.Checkpoint, backend, random_source, data: dict, per_epoch: int):
     """The model, history and position of a checkpoint, with ``random`` set to continue its stream."""
     wanted = saved.data.get("train_sha256")
     if wanted is not None and wanted != data["train_sha256"]:
@@ -118,7 +127,7 @@ def restore(saved: checkpoint.Checkpoint, backend, random, data: dict, per_epoch
             f"({saved.data.get('source')}); resume with the same data (--data-dir)"
         )
     try:
-        random.restore(saved.rng)
+        random_source.restore(saved.rng)
         fields = [field.name for field in dataclasses.fields(EpochRecord)]
         history = [EpochRecord(**{name: row[name] for name in fields}) for row in saved.history]
         partial = saved.partial or {}
@@ -127,7 +136,9 @@ def restore(saved: checkpoint.Checkpoint, backend, random, data: dict, per_epoch
     except UserError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise UserError(f"the checkpoint {saved.path} is corrupt: its training state cannot be read ({error})") from None
+        raise UserError(
+            f"the checkpoint {saved.path} is corrupt: its training state cannot be read ({error})"
+        ) from None
     if not 0 <= position.batch < per_epoch or len(history) != position.epoch:
         raise UserError(
             f"the checkpoint {saved.path} is corrupt: it stops at batch {position.batch} of epoch {position.epoch}, "

@@ -69,7 +69,9 @@ def parse_seeds(text: str) -> list[int]:
             low = int(first)
             high = int(last) if dash else low
         except ValueError:
-            raise UserError(f"--seeds '{text}' is not a list of seeds; write for example 1-10, 1,3,5 or 1-3,7") from None
+            raise UserError(
+                f"--seeds '{text}' is not a list of seeds; write for example 1-10, 1,3,5 or 1-3,7"
+            ) from None
         if low < 0 or high < low:
             raise UserError(f"--seeds '{text}': '{part.strip()}' is not a range of seeds (0 or more, low-high)")
         seeds.extend(range(low, high + 1))
@@ -111,8 +113,16 @@ def plan(base: Config, seeds: list[int], settings: dict[str, list], out) -> list
         label = ",".join(f"{knob}={_text(value)}" for knob, value in chosen.items())
         for seed in seeds:
             name = ",".join(filter(None, (label, f"seed={seed}")))
-            config = dataclasses.replace(base, **chosen, seed=seed, save=str(folder / f"{name}.npz"), resume=None,
-                                         metrics=None, quiet=True, progress=False)
+            config = dataclasses.replace(
+                base,
+                **chosen,
+                seed=seed,
+                save=str(folder / f"{name}.npz"),
+                resume=None,
+                metrics=None,
+                quiet=True,
+                progress=False,
+            )
             dataclasses.replace(config, save=None).validated()
             runs.append(Run(name, label or ("book" if config.book else "default"), chosen, config))
     return runs
@@ -143,20 +153,34 @@ def prepare(runs: list[Run]) -> tuple[list[Run], list[Run]]:
         if run.path.is_file():
             saved = checkpoint.load(run.path)
             if saved.epoch > wanted.epochs:
-                raise UserError(f"{run.path} has {saved.epoch} epochs, more than this sweep's --epochs {wanted.epochs}; "
-                                f"use another --out or --epochs {saved.epoch}")
+                raise UserError(
+                    f"{run.path} has {saved.epoch} epochs, more than this sweep's --epochs {wanted.epochs}; "
+                    f"use another --out or --epochs {saved.epoch}"
+                )
             if saved.epoch == wanted.epochs and saved.batch == 0:
                 complete.append(run)
                 continue
-        write_atomically(record, (json.dumps(run_record(run, wanted), indent=1) + "\n").encode(), "a sweep run's record")
+        write_atomically(
+            record, (json.dumps(run_record(run, wanted), indent=1) + "\n").encode(), "a sweep run's record"
+        )
         to_do.append(run)
     return to_do, complete
 
 
 def run_record(run: Run, validated: Config) -> dict:
     """The JSON kept beside a run's checkpoint: its name, configuration, knobs, seed and every Config field."""
-    kept = {name: value for name, value in dataclasses.asdict(validated).items() if name not in ("resume", "quiet", "progress")}
-    return {"name": run.name, "configuration": run.configuration, "knobs": run.knobs, "seed": validated.seed, "config": kept}
+    kept = {
+        name: value
+        for name, value in dataclasses.asdict(validated).items()
+        if name not in ("resume", "quiet", "progress")
+    }
+    return {
+        "name": run.name,
+        "configuration": run.configuration,
+        "knobs": run.knobs,
+        "seed": validated.seed,
+        "config": kept,
+    }
 
 
 def _check_same_run(record: pathlib.Path, wanted: Config) -> None:
@@ -166,8 +190,10 @@ def _check_same_run(record: pathlib.Path, wanted: Config) -> None:
         raise UserError(f"{record} is not a sweep run's record ({error}); remove it or use another --out") from None
     for name in SAME_RUN_FIELDS:
         if found.get(name) != getattr(wanted, name):
-            raise UserError(f"{record} was run with {name} {found.get(name)}, this sweep has {getattr(wanted, name)}; "
-                            "use another --out for other settings")
+            raise UserError(
+                f"{record} was run with {name} {found.get(name)}, this sweep has {getattr(wanted, name)}; "
+                "use another --out for other settings"
+            )
 
 
 def execute(config: Config, threads: int | None) -> dict | None:
@@ -196,8 +222,12 @@ def summarise_history(history: list[dict]) -> dict:
     """Final and best test accuracy, the epoch of the best (the first if tied) and the seconds trained."""
     tested = [row for row in history if row["test_acc"] is not None]
     best = max(tested, key=lambda row: row["test_acc"])
-    return {"final": tested[-1]["test_acc"], "best": best["test_acc"], "best_epoch": best["epoch"],
-            "seconds": sum(row["seconds"] for row in history)}
+    return {
+        "final": tested[-1]["test_acc"],
+        "best": best["test_acc"],
+        "best_epoch": best["epoch"],
+        "seconds": sum(row["seconds"] for row in history),
+    }
 
 
 class StopRequests:
@@ -259,7 +289,9 @@ class LocalEngine:
         self.workers, self.threads, self.devices, self.function = workers, threads, devices, function
         self._numbers, self._local = itertools.count(), threading.local()  # each slot's index and process pool
         self._pools, self._lock = [], threading.Lock()
-        self._slots = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sweep-slot", initializer=self._open_slot)
+        self._slots = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="sweep-slot", initializer=self._open_slot
+        )
         self.stopping = threading.Event()
         self.on_retry: Callable[[Run], None] = lambda run: None
 
@@ -292,7 +324,9 @@ class LocalEngine:
 
     def _pool(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._local.pool is None:
-            self._local.pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._local.pool = concurrent.futures.ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn")
+            )
             with self._lock:
                 self._pools.append(self._local.pool)
         return self._local.pool
@@ -326,8 +360,10 @@ class DaskEngine:
         try:
             from distributed import Client, LocalCluster
         except ImportError:
-            raise UserError("--scheduler needs dask.distributed, which is not installed; "
-                            "install it with: pip install 'portable-cnn[distributed]'") from None
+            raise UserError(
+                "--scheduler needs dask.distributed, which is not installed; "
+                "install it with: pip install 'portable-cnn[distributed]'"
+            ) from None
         self.threads, self._cluster = threads, None
         try:
             if address == "local":
@@ -362,7 +398,8 @@ class DaskEngine:
         return f"the Dask cluster at {self.client.scheduler.address}"
 
     def stop(self):
-        """Cancel the runs not finished: the cluster's runs cannot be asked to save, so they resume from their last checkpoint."""
+        """Cancel the runs not finished: the cluster's runs cannot be asked to save, so they resume from their
+        last checkpoint."""
         self.stopping.set()
         self._executor.shutdown(wait=False)
 

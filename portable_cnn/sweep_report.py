@@ -19,8 +19,20 @@ from .errors import UserError
 from .files import write_atomically
 from .sweep import RUNS_FOLDER, summarise_history
 
-COLUMNS = ("configuration", "runs", "final_mean", "final_sd", "final_min", "final_max",
-           "best_mean", "best_sd", "best_min", "best_max", "best_epoch_mean", "seconds_mean")
+COLUMNS = (
+    "configuration",
+    "runs",
+    "final_mean",
+    "final_sd",
+    "final_min",
+    "final_max",
+    "best_mean",
+    "best_sd",
+    "best_min",
+    "best_max",
+    "best_epoch_mean",
+    "seconds_mean",
+)
 NAMES = ("summary.csv", "summary.json", "summary.png")
 
 
@@ -43,8 +55,10 @@ def read_runs(folder) -> tuple[list[RunResult], list[str]]:
     """The completed runs under ``folder`` and the names of those not complete (missing or partial checkpoint)."""
     records = sorted((pathlib.Path(folder) / RUNS_FOLDER).glob("*.json"))
     if not records:
-        raise UserError(f"{folder} holds no sweep runs (no {pathlib.Path(folder) / RUNS_FOLDER / '*.json'}); "
-                        f"run portable-cnn sweep --out {folder} first")
+        raise UserError(
+            f"{folder} holds no sweep runs (no {pathlib.Path(folder) / RUNS_FOLDER / '*.json'}); "
+            f"run portable-cnn sweep --out {folder} first"
+        )
     results, incomplete = [], []
     for record in records:
         try:
@@ -57,16 +71,27 @@ def read_runs(folder) -> tuple[list[RunResult], list[str]]:
         if saved is None or saved.epoch != epochs or saved.batch or not saved.history:
             incomplete.append(described["name"])
             continue
-        results.append(RunResult(described["name"], described["configuration"], described["knobs"], described["seed"],
-                                 **summarise_history(saved.history),
-                                 curve={row["epoch"]: row["test_acc"] for row in saved.history if row["test_acc"] is not None}))
+        results.append(
+            RunResult(
+                described["name"],
+                described["configuration"],
+                described["knobs"],
+                described["seed"],
+                **summarise_history(saved.history),
+                curve={row["epoch"]: row["test_acc"] for row in saved.history if row["test_acc"] is not None},
+            )
+        )
     return results, incomplete
 
 
 def spread(values: list[float]) -> dict:
     """Mean, sample standard deviation (n - 1 in the denominator; None for a single value), min and max."""
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
-            "min": min(values), "max": max(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def summarise(results: list[RunResult]) -> list[dict]:
@@ -77,18 +102,28 @@ def summarise(results: list[RunResult]) -> list[dict]:
     rows = []
     for configuration, members in groups.items():
         members.sort(key=lambda result: result.seed)
-        rows.append({
-            "configuration": configuration,
-            "knobs": members[0].knobs,
-            "runs": len(members),
-            "seeds": [result.seed for result in members],
-            "final": spread([result.final for result in members]),
-            "best": spread([result.best for result in members]),
-            "best_epoch_mean": statistics.fmean(result.best_epoch for result in members),
-            "seconds_mean": statistics.fmean(result.seconds for result in members),
-            "results": [{"seed": result.seed, "final": result.final, "best": result.best, "best_epoch": result.best_epoch,
-                         "seconds": result.seconds} for result in members],
-        })
+        rows.append(
+            {
+                "configuration": configuration,
+                "knobs": members[0].knobs,
+                "runs": len(members),
+                "seeds": [result.seed for result in members],
+                "final": spread([result.final for result in members]),
+                "best": spread([result.best for result in members]),
+                "best_epoch_mean": statistics.fmean(result.best_epoch for result in members),
+                "seconds_mean": statistics.fmean(result.seconds for result in members),
+                "results": [
+                    {
+                        "seed": result.seed,
+                        "final": result.final,
+                        "best": result.best,
+                        "best_epoch": result.best_epoch,
+                        "seconds": result.seconds,
+                    }
+                    for result in members
+                ],
+            }
+        )
     return rows
 
 
@@ -98,7 +133,9 @@ def _order(knobs: dict) -> tuple:
 
 def flat(row: dict) -> dict:
     """A summary row as the CSV's columns."""
-    measured = {f"{name}_{stat}": row[name][stat] for name in ("final", "best") for stat in ("mean", "sd", "min", "max")}
+    measured = {
+        f"{name}_{stat}": row[name][stat] for name in ("final", "best") for stat in ("mean", "sd", "min", "max")
+    }
     return {name: row[name] if name in row else measured[name] for name in COLUMNS}
 
 
@@ -110,12 +147,16 @@ def table(rows: list[dict]) -> str:
         sd = f"{'n/a':>6}" if stats["sd"] is None else f"{stats['sd']:.4f}"
         return f"{stats['mean']:.4f} ± {sd}  {stats['min']:.4f}  {stats['max']:.4f}"
 
-    header = (f"{'configuration':<{width}}  runs  {'final acc ± sd':<15}  {'min':<6}  {'max':<6}  "
-              f"{'best acc ± sd':<15}  {'min':<6}  {'max':<6}  best at  s/run")
+    header = (
+        f"{'configuration':<{width}}  runs  {'final acc ± sd':<15}  {'min':<6}  {'max':<6}  "
+        f"{'best acc ± sd':<15}  {'min':<6}  {'max':<6}  best at  s/run"
+    )
     lines = [header]
     for row in rows:
-        lines.append(f"{row['configuration']:<{width}}  {row['runs']:>4}  {accuracy(row['final'])}  {accuracy(row['best'])}  "
-                     f"{row['best_epoch_mean']:>7.1f}  {row['seconds_mean']:>5.1f}")
+        lines.append(
+            f"{row['configuration']:<{width}}  {row['runs']:>4}  {accuracy(row['final'])}  {accuracy(row['best'])}  "
+            f"{row['best_epoch_mean']:>7.1f}  {row['seconds_mean']:>5.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -128,8 +169,11 @@ def write(rows: list[dict], results: list[RunResult], incomplete: list[str], fol
     writer.writerows(flat(row) for row in rows)
     csv_path, json_path, picture_path = (folder / name for name in NAMES)
     write_atomically(csv_path, text.getvalue().encode(), "the sweep's summary")
-    write_atomically(json_path, (json.dumps({"configurations": rows, "incomplete": incomplete}, indent=1) + "\n").encode(),
-                     "the sweep's summary")
+    write_atomically(
+        json_path,
+        (json.dumps({"configurations": rows, "incomplete": incomplete}, indent=1) + "\n").encode(),
+        "the sweep's summary",
+    )
     written = [csv_path, json_path]
     try:
         import matplotlib  # noqa: F401
@@ -148,8 +192,11 @@ def curves(rows: list[dict], results: list[RunResult]) -> dict[str, tuple[list[i
         members = [result for result in results if result.configuration == row["configuration"]]
         epochs = sorted(set.intersection(*(set(result.curve) for result in members)))
         values = [[result.curve[epoch] for result in members] for epoch in epochs]
-        drawn[row["configuration"]] = (epochs, [statistics.fmean(at) for at in values],
-                                       [statistics.stdev(at) if len(at) > 1 else 0.0 for at in values])
+        drawn[row["configuration"]] = (
+            epochs,
+            [statistics.fmean(at) for at in values],
+            [statistics.stdev(at) if len(at) > 1 else 0.0 for at in values],
+        )
     return drawn
 
 

@@ -64,7 +64,7 @@ class TrainState:
 
     model: ConvNet
     config: Config
-    random: Any
+    random_source: Any
     history: list[EpochRecord]
     batches: list[tuple[int, int]]
     start: Position
@@ -108,7 +108,7 @@ def to_device(mnist, config: Config, backend) -> DeviceData:
     )
 
 
-def init_model(config: Config, random) -> ConvNet:
+def init_model(config: Config, random_source) -> ConvNet:
     """Kernels ``U(-kernel_init, kernel_init)``, then weights ``U(-weight_init, weight_init)``, in the book's order.
 
     Computed as the notebook does, ``2h * U - h`` (``0.02 * U - 0.01`` for the book's kernels).
@@ -116,7 +116,7 @@ def init_model(config: Config, random) -> ConvNet:
     side = output_side(config.kernel_size, config.book)
 
     def symmetric(shape, half_width):
-        return 2 * half_width * random.uniform(shape, config.dtype) - half_width
+        return 2 * half_width * random_source.uniform(shape, config.dtype) - half_width
 
     kernels = symmetric((config.kernel_size**2, config.kernels), config.kernel_init)
     weights = symmetric((side * side * config.kernels, NUM_CLASSES), config.weight_init)
@@ -138,7 +138,15 @@ def correct_predictions(model: ConvNet, images, labels, batch_size: int):
     return correct
 
 
-def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, history: list[EpochRecord], start: Position):
+def fit(
+    model: ConvNet,
+    data: DeviceData,
+    config: Config,
+    random_source,
+    callbacks,
+    history: list[EpochRecord],
+    start: Position,
+):
     """Train ``model`` from ``start`` to ``config.epochs``, appending to ``history`` and reporting to ``callbacks``.
 
     Returns None when every epoch ran, or the :class:`Position` reached when a callback set
@@ -147,7 +155,7 @@ def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, his
     forward, backward = (book.forward, book.backward) if config.book else (ConvNet.forward, ConvNet.backward)
     optimiser = SGD(weight_rate=config.alpha, kernel_rate=config.kernel_alpha)
     spans = batches(config, data.train_size)
-    state = TrainState(model, config, random, history, spans, start)
+    state = TrainState(model, config, random_source, history, spans, start)
     xp, where = array_namespace(model.weights), device_of(model.weights)
     floor = ops.probability_floor(model.weights)
     hidden = model.positions**2 * model.num_kernels
@@ -159,9 +167,9 @@ def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, his
             if state.stop_training:  # asked for at the end of the last epoch: stop before drawing this one's masks
                 stopped = resumed
                 break
-            state.epoch_start = Snapshot(model.kernels, model.weights, random.state(), resumed, len(history))
+            state.epoch_start = Snapshot(model.kernels, model.weights, random_source.state(), resumed, len(history))
             started = time.perf_counter()
-            masks = random.keep_masks([(stop - begin, hidden) for begin, stop in spans], KEEP_PROB)
+            masks = random_source.keep_masks([(stop - begin, hidden) for begin, stop in spans], KEEP_PROB)
             correct = xp.asarray(resumed.correct, dtype=xp.int64, device=where)
             loss = xp.asarray(resumed.loss, dtype=model.weights.dtype, device=where)
             for index, ((begin, end), keep_mask) in enumerate(zip(spans, masks)):
@@ -190,7 +198,9 @@ def fit(model: ConvNet, data: DeviceData, config: Config, random, callbacks, his
     return stopped
 
 
-def _epoch_record(model, data: DeviceData, config: Config, epoch: int, correct, loss, clock_offset: float) -> EpochRecord:
+def _epoch_record(
+    model, data: DeviceData, config: Config, epoch: int, correct, loss, clock_offset: float
+) -> EpochRecord:
     """The epoch's figures on the host, evaluating the test set if this epoch is due; its seconds are
     ``time.perf_counter() + clock_offset`` once evaluated."""
     evaluated = epoch % config.test_every == 0 or epoch + 1 == config.epochs

@@ -22,7 +22,11 @@ def _backend_params():
         if library.cpu:
             params.append(pytest.param((name, None), id=name))
         if library.gpu is not None:
-            params.append(pytest.param((name, library.gpu), id=f"{name}-{library.gpu}" if library.cpu else name, marks=pytest.mark.gpu))
+            params.append(
+                pytest.param(
+                    (name, library.gpu), id=f"{name}-{library.gpu}" if library.cpu else name, marks=pytest.mark.gpu
+                )
+            )
     return params
 
 

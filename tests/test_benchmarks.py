@@ -19,7 +19,14 @@ from .conftest import REPO
 
 
 def test_run_help_works_without_measuring_anything():
-    done = subprocess.run([sys.executable, "benchmarks/run.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "usage: benchmarks/run.py" in done.stdout and "--quick" in done.stdout
 
@@ -37,7 +44,8 @@ def test_gpu_check_says_cleanly_that_there_is_no_gpu(tmp_path):
 
 
 def test_the_gpu_timings_run_end_to_end_on_the_cpu(mnist):
-    """gpu_bench's logic with CPU stand-ins (numpy for cupy, torch CPU for CUDA), tiny: it must not wait for a GPU to fail."""
+    """gpu_bench's logic with CPU stand-ins (numpy for cupy, torch CPU for CUDA), tiny: it must not wait for a GPU
+    to fail."""
     pytest.importorskip("torch")
     from benchmarks import gpu_bench
 
@@ -54,7 +62,10 @@ def test_rounds_are_interleaved_after_a_dropped_warm_up_and_ratios_are_paired():
     calls = []
     samples = timing.interleaved({"a": 3, "b": 1}, lambda name: calls.append(name) or {"t": float(len(calls))})
     assert calls == ["a", "b", "a", "b", "a", "a"]  # round 0 (a b) is the warm-up; b takes part in one round
-    assert samples == {"a": [{"round": 0, "t": 3.0}, {"round": 1, "t": 5.0}, {"round": 2, "t": 6.0}], "b": [{"round": 0, "t": 4.0}]}
+    assert samples == {
+        "a": [{"round": 0, "t": 3.0}, {"round": 1, "t": 5.0}, {"round": 2, "t": 6.0}],
+        "b": [{"round": 0, "t": 4.0}],
+    }
     assert timing.paired_ratios(samples["a"], samples["b"], "t") == [3.0 / 4.0]
     assert timing.summary([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
 
@@ -82,27 +93,57 @@ def clock(monkeypatch):
 
 def fake(clock, key, seconds):
     """A contender whose train epoch takes `seconds` and its evaluation twice that, on the fake clock."""
-    return Contender(key, f"fake {key}", "float32", 1000, 10000, 10**9, 4 * 10**9,
-                     clock.takes(seconds), clock.takes(2 * seconds), lambda: None)
+    return Contender(
+        key,
+        f"fake {key}",
+        "float32",
+        1000,
+        10000,
+        10**9,
+        4 * 10**9,
+        clock.takes(seconds),
+        clock.takes(2 * seconds),
+        lambda: None,
+    )
 
 
 def cell_median(cell: str) -> float:
     return float(re.match(r"([\d.]+)", cell).group(1))
 
 
-MACHINE = {"name": "synthetic", "cpu": "test", "cores": 2, "blas": "none", "numpy": "0", "threads": {"OMP_NUM_THREADS": "1"},
-           "gemm_peak_gflops": {"float32": 100.0, "float64": 50.0}, "copy_bandwidth_gbs": 10.0}
+MACHINE = {
+    "name": "synthetic",
+    "cpu": "test",
+    "cores": 2,
+    "blas": "none",
+    "numpy": "0",
+    "threads": {"OMP_NUM_THREADS": "1"},
+    "gemm_peak_gflops": {"float32": 100.0, "float64": 50.0},
+    "copy_bandwidth_gbs": 10.0,
+}
 SYNTHETIC_RESULTS = document(MACHINE, {}, {}, {})
 
 
 def test_the_table_shows_the_json_figures(tmp_path, clock):
-    built = {"notebook": fake(clock, "notebook", 0.02), "numpy-f32": fake(clock, "numpy-f32", 0.002), "pytorch": fake(clock, "pytorch", 0.004)}
-    rows = compare.measure(built, {"notebook": 1, "numpy-f32": 2, "pytorch": 2}, {"float32": 100.0, "float64": 50.0}, log=lambda _: None)
-    path = report.write_json(document(MACHINE, {"quick": True}, {"contenders": [0.5, 0.7]}, rows), tmp_path / "synthetic.json")
+    built = {
+        "notebook": fake(clock, "notebook", 0.02),
+        "numpy-f32": fake(clock, "numpy-f32", 0.002),
+        "pytorch": fake(clock, "pytorch", 0.004),
+    }
+    rows = compare.measure(
+        built, {"notebook": 1, "numpy-f32": 2, "pytorch": 2}, {"float32": 100.0, "float64": 50.0}, log=lambda _: None
+    )
+    path = report.write_json(
+        document(MACHINE, {"quick": True}, {"contenders": [0.5, 0.7]}, rows), tmp_path / "synthetic.json"
+    )
     results = report.read_json(path)
     table = report.markdown(results)
 
-    lines = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ") for line in table.splitlines() if line.startswith("| fake")}
+    lines = {
+        line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ")
+        for line in table.splitlines()
+        if line.startswith("| fake")
+    }
     assert len(lines) == 3
     for key, row in results["contenders"].items():
         cells = dict(zip(report.CONTENDER_COLUMNS, lines[row["label"]]))
@@ -111,11 +152,17 @@ def test_the_table_shows_the_json_figures(tmp_path, clock):
         assert cell_median(cells["GFLOP/s"]) == pytest.approx(row["gflops"], rel=5e-3)
         assert row["gflops"] == pytest.approx(5e9 / row["epoch_s"]["median"] / 1e9)
         if key != "notebook":
-            assert cell_median(cells["× faster than notebook"]) == pytest.approx(row["speedup_vs_notebook"]["median"], rel=5e-3)
-    assert results["contenders"]["numpy-f32"]["speedup_vs_notebook"]["n"] == 1  # the notebook took part in one round only
+            assert cell_median(cells["× faster than notebook"]) == pytest.approx(
+                row["speedup_vs_notebook"]["median"], rel=5e-3
+            )
+    assert (
+        results["contenders"]["numpy-f32"]["speedup_vs_notebook"]["n"] == 1
+    )  # the notebook took part in one round only
     assert results["contenders"]["numpy-f32"]["epoch_s"]["median"] == pytest.approx(0.006)  # train 2 ms + eval 4 ms
     assert results["contenders"]["numpy-f32"]["speedup_vs_notebook"]["median"] == pytest.approx(10.0)
-    assert results["contenders"]["pytorch"]["time_vs_baseline"]["median"] == pytest.approx(2.0)  # it takes twice as long
+    assert results["contenders"]["pytorch"]["time_vs_baseline"]["median"] == pytest.approx(
+        2.0
+    )  # it takes twice as long
     assert [t["met"] for t in results["targets"]] == [False, True]  # 10x is not 50x; 2x beats 1.5x
     assert "MISSED: numpy float32 epoch >= 50x faster than the notebook" in table
     assert "Load average (1 min) before → after each part: contenders 0.50 → 0.70." in table
@@ -123,9 +170,13 @@ def test_the_table_shows_the_json_figures(tmp_path, clock):
 
 def test_the_real_contenders_run_through_the_library_api(mnist):
     """A tiny round of each fast contender: guards the suite against changes of the trainer's API."""
-    keys = ["numpy-f32", "numpy-book", "strict-f32"] + (["pytorch", "torch-f32"] if importlib.util.find_spec("torch") else [])
+    keys = ["numpy-f32", "numpy-book", "strict-f32"] + (
+        ["pytorch", "torch-f32"] if importlib.util.find_spec("torch") else []
+    )
     built = {key: contenders.build(key, mnist, train_size=256, test_size=500) for key in keys}
-    rows = compare.measure(built, {key: 1 for key in keys}, {"float32": 100.0, "float64": 50.0}, warmup=0, log=lambda _: None)
+    rows = compare.measure(
+        built, {key: 1 for key in keys}, {"float32": 100.0, "float64": 50.0}, warmup=0, log=lambda _: None
+    )
     assert rows["numpy-book"]["images_trained"] == 256 and rows["numpy-f32"]["images_tested"] == 500
     assert all(row["epoch_s"]["median"] > 0 for row in rows.values())
 
@@ -163,12 +214,18 @@ def test_memory_probe_measures_a_fresh_process(mnist_dir):
 def test_a_stage_floor_is_its_traffic_or_its_flops_whichever_is_slower(clock):
     """The floor formula on given numbers, and the measured times as the fake clock says."""
     array = np.zeros(1000, np.float32)  # 4000 bytes
-    stages = [profile_stages._stage("copy", clock.takes(0.002), [array], [array]),  # 8000 bytes, no FLOPs
-              profile_stages._stage("gemm", clock.takes(0.005), [array], [], flops=5 * 10**9)]
-    profiled = profile_stages.profile(stages, clock.takes(0.008), "given", bandwidth_gbs=1e-3, peak_gflops=500.0, reps=3)
+    stages = [
+        profile_stages._stage("copy", clock.takes(0.002), [array], [array]),  # 8000 bytes, no FLOPs
+        profile_stages._stage("gemm", clock.takes(0.005), [array], [], flops=5 * 10**9),
+    ]
+    profiled = profile_stages.profile(
+        stages, clock.takes(0.008), "given", bandwidth_gbs=1e-3, peak_gflops=500.0, reps=3
+    )
     copy, gemm = profiled["stages"]
     assert copy["bytes"] == 8000 and copy["floor_ms"] == pytest.approx(8.0)  # 8000 B at 1 MB/s
-    assert gemm["bytes"] == 4000 and gemm["floor_ms"] == pytest.approx(10.0)  # 5 GFLOP at 500 GFLOP/s, more than 4 ms of traffic
+    assert gemm["bytes"] == 4000 and gemm["floor_ms"] == pytest.approx(
+        10.0
+    )  # 5 GFLOP at 500 GFLOP/s, more than 4 ms of traffic
     assert copy["ms"] == {"median": pytest.approx(2.0), "min": pytest.approx(2.0), "max": pytest.approx(2.0), "n": 3}
     assert gemm["ms"]["median"] == pytest.approx(5.0) and profiled["whole_ms"]["median"] == pytest.approx(8.0)
 
@@ -177,10 +234,19 @@ def test_the_epoch_floor_scales_each_profile_by_its_batches():
     def stage(ms, floor_ms):
         return {"ms": {"median": ms}, "floor_ms": floor_ms}
 
-    profile = {"training batch": {"stages": [stage(2.0, 1.0), stage(3.0, 0.5)], "whole_ms": {"median": 6.0}, "batches_per_epoch": 8},
-               "evaluation batch": {"stages": [stage(1.0, 0.25)], "whole_ms": {"median": 1.5}, "batches_per_epoch": 100}}
-    assert report.epoch_floor({"profile": profile}) == {"stages_ms": 5.0 * 8 + 1.0 * 100, "whole_ms": 6.0 * 8 + 1.5 * 100,
-                                                         "floor_ms": 1.5 * 8 + 0.25 * 100}
+    profile = {
+        "training batch": {
+            "stages": [stage(2.0, 1.0), stage(3.0, 0.5)],
+            "whole_ms": {"median": 6.0},
+            "batches_per_epoch": 8,
+        },
+        "evaluation batch": {"stages": [stage(1.0, 0.25)], "whole_ms": {"median": 1.5}, "batches_per_epoch": 100},
+    }
+    assert report.epoch_floor({"profile": profile}) == {
+        "stages_ms": 5.0 * 8 + 1.0 * 100,
+        "whole_ms": 6.0 * 8 + 1.5 * 100,
+        "floor_ms": 1.5 * 8 + 0.25 * 100,
+    }
     line = report.epoch_floor_line({"profile": profile, "contenders": {"numpy-f32": {"epoch_s": {"median": 0.37}}}})
     assert "the stages add up to 140 ms" in line and "their floor to 37" in line and "10x its floor" in line
 

@@ -133,7 +133,9 @@ def test_a_numpy_checkpoint_resumes_on_another_backend(mnist, tmp_path, target):
     train(dataclasses.replace(config, epochs=1, save=path), mnist)
     resumed = train(dataclasses.replace(config, resume=path, save=path, backend=target), mnist)
     for name in ("kernels", "weights"):
-        np.testing.assert_allclose(to_host(getattr(resumed.model, name)), to_host(getattr(straight.model, name)), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(
+            to_host(getattr(resumed.model, name)), to_host(getattr(straight.model, name)), rtol=0, atol=1e-10
+        )
 
 
 def test_the_checkpoint_loads_bit_for_bit_on_every_backend(mnist, saved_file, backend):
@@ -141,7 +143,10 @@ def test_the_checkpoint_loads_bit_for_bit_on_every_backend(mnist, saved_file, ba
     model, reference = saved.to_model(backend), saved.to_model(get_backend("numpy"))
     np.testing.assert_array_equal(to_host(model.kernels), saved.kernels)
     np.testing.assert_array_equal(to_host(model.weights), saved.weights)
-    predicted, expected = to_host(model.predict(mnist.test_images[:200])), to_host(reference.predict(mnist.test_images[:200]))
+    predicted, expected = (
+        to_host(model.predict(mnist.test_images[:200])),
+        to_host(reference.predict(mnist.test_images[:200])),
+    )
     assert (predicted == expected).mean() >= 0.99
 
 
@@ -158,7 +163,12 @@ def test_a_gpu_checkpoint_resumes_on_numpy(mnist, tmp_path):
 
 @pytest.mark.parametrize(
     ("change", "flag"),
-    [({"alpha": 3.0}, "--alpha 2.0"), ({"book": True, "dtype": "float64"}, "no --book"), ({"seed": 2}, "--seed 1"), ({"epochs": 1}, "--epochs")],
+    [
+        ({"alpha": 3.0}, "--alpha 2.0"),
+        ({"book": True, "dtype": "float64"}, "no --book"),
+        ({"seed": 2}, "--seed 1"),
+        ({"epochs": 1}, "--epochs"),
+    ],
 )
 def test_resuming_another_recipe_names_the_field(mnist, saved_file, change, flag):
     with pytest.raises(UserError, match=flag) as error:
@@ -195,7 +205,10 @@ def _write(path, data: bytes):
     [
         (lambda d, good: d / "missing.npz", "no checkpoint at"),
         (lambda d, good: _write(d / "empty.npz", b""), "is empty"),
-        (lambda d, good: _write(d / "cut.npz", good.read_bytes()[: len(good.read_bytes()) // 2]), "truncated or corrupt"),
+        (
+            lambda d, good: _write(d / "cut.npz", good.read_bytes()[: len(good.read_bytes()) // 2]),
+            "truncated or corrupt",
+        ),
         (lambda d, good: _write(d / "text.npz", b"I:0 Test-Acc:0.1\n"), "not a portable-cnn checkpoint"),
         (lambda d, good: d, "is a folder"),
     ],
@@ -223,10 +236,20 @@ def test_foreign_and_inconsistent_npz_files(saved_file, tmp_path):
         checkpoint.load(tmp_path / "array.npy")
     good = checkpoint.load(saved_file)
     newer = dict(good.meta, format_version=checkpoint.FORMAT_VERSION + 1)
-    np.savez(tmp_path / "newer.npz", kernels=good.kernels, weights=good.weights, metadata=np.frombuffer(json.dumps(newer).encode(), np.uint8))
+    np.savez(
+        tmp_path / "newer.npz",
+        kernels=good.kernels,
+        weights=good.weights,
+        metadata=np.frombuffer(json.dumps(newer).encode(), np.uint8),
+    )
     with pytest.raises(UserError, match="upgrade portable-cnn"):
         checkpoint.load(tmp_path / "newer.npz")
-    np.savez(tmp_path / "shape.npz", kernels=good.kernels[:4], weights=good.weights, metadata=np.frombuffer(json.dumps(good.meta).encode(), np.uint8))
+    np.savez(
+        tmp_path / "shape.npz",
+        kernels=good.kernels[:4],
+        weights=good.weights,
+        metadata=np.frombuffer(json.dumps(good.meta).encode(), np.uint8),
+    )
     with pytest.raises(UserError, match="kernels is float32"):
         checkpoint.load(tmp_path / "shape.npz")
 
@@ -262,13 +285,21 @@ checkpoint.save(sys.argv[2], saved)
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 def test_the_next_save_removes_what_a_killed_writer_left_and_nothing_else(saved_file, tmp_path):
     path = tmp_path / "run.npz"
-    writer = subprocess.Popen([sys.executable, "-c", HANGING_WRITER, str(saved_file), str(path)], stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HANGING_WRITER, str(saved_file), str(path)], stdout=subprocess.PIPE, text=True
+    )
     assert writer.stdout.readline() == "writing\n"
     writer.send_signal(signal.SIGKILL)
     writer.communicate(timeout=60)
     [left] = [p.name for p in tmp_path.iterdir()]
     assert left.startswith(".run.npz.") and left.endswith(".tmp") and not path.exists()
-    others = [".other.npz.abcd1234.tmp", ".run.npz.abcd12345.tmp", "run.npz.abcd1234.tmp", ".run.npz.abcd1234.txt", ".xrun.npz.abcd1234.tmp"]
+    others = [
+        ".other.npz.abcd1234.tmp",
+        ".run.npz.abcd12345.tmp",
+        "run.npz.abcd1234.tmp",
+        ".run.npz.abcd1234.txt",
+        ".xrun.npz.abcd1234.tmp",
+    ]
     for name in others:
         (tmp_path / name).write_text("not ours")
     checkpoint.save(path, checkpoint.load(saved_file))
@@ -321,8 +352,11 @@ def test_default_recipe_divergence_in_the_first_epoch_saves_nothing(mnist, tmp_p
 def test_metrics_rows_are_flushed_every_epoch(mnist, tmp_path, suffix):
     path = tmp_path / f"metrics{suffix}"
     seen = []
-    result = train(dataclasses.replace(SMALL, epochs=3, test_every=2, metrics=str(path)), mnist,
-                   on_epoch=lambda record: seen.append(len(read_metrics(path))))
+    result = train(
+        dataclasses.replace(SMALL, epochs=3, test_every=2, metrics=str(path)),
+        mnist,
+        on_epoch=lambda record: seen.append(len(read_metrics(path))),
+    )
     assert seen == [1, 2, 3]  # each row is on disk when the epoch ends
     rows = read_metrics(path)
     assert [row["epoch"] for row in rows] == [0, 1, 2]
@@ -363,6 +397,8 @@ class Stderr:
 
 def test_progress_is_switchable_and_follows_the_terminal_by_default(monkeypatch):
     monkeypatch.setattr(sys, "stderr", Stderr(tty=True))
-    assert show_progress(Config()) and not show_progress(Config(quiet=True)) and not show_progress(Config(progress=False))
+    assert (
+        show_progress(Config()) and not show_progress(Config(quiet=True)) and not show_progress(Config(progress=False))
+    )
     monkeypatch.setattr(sys, "stderr", Stderr(tty=False))
     assert not show_progress(Config()) and show_progress(Config(progress=True))

@@ -42,7 +42,9 @@ def test_book_prints_the_notebooks_first_line(mnist_dir, book_lines):
 
 
 def test_quiet_prints_nothing(mnist_dir):
-    result = run_cli("train", "--epochs", "1", "--train-size", "128", "--test-size", "100", "--quiet", data_dir=mnist_dir)
+    result = run_cli(
+        "train", "--epochs", "1", "--train-size", "128", "--test-size", "100", "--quiet", data_dir=mnist_dir
+    )
     assert result.returncode == 0 and result.stdout == ""
 
 

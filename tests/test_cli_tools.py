@@ -39,16 +39,40 @@ def one_line(err: str) -> str:
 
 def spawn(args, cwd, mnist_dir):
     environment = {**os.environ, "PORTABLE_CNN_DATA_DIR": str(mnist_dir)}
-    return subprocess.Popen([sys.executable, "-m", "portable_cnn", *args], cwd=cwd, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "portable_cnn", *args],
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
 def model_file(mnist_dir, tmp_path_factory):
     """A model good enough to read digits (about 80% on the test set), and the metrics of its run."""
     folder = tmp_path_factory.mktemp("model")
-    status = cli.main(["train", "--epochs", "5", "--train-size", "500", "--test-size", "500", "--test-every", "2", "--quiet",
-                       "--save", str(folder / "model.npz"), "--metrics", str(folder / "metrics.csv"), "--data-dir", str(mnist_dir)])
+    status = cli.main(
+        [
+            "train",
+            "--epochs",
+            "5",
+            "--train-size",
+            "500",
+            "--test-size",
+            "500",
+            "--test-every",
+            "2",
+            "--quiet",
+            "--save",
+            str(folder / "model.npz"),
+            "--metrics",
+            str(folder / "metrics.csv"),
+            "--data-dir",
+            str(mnist_dir),
+        ]
+    )
     assert status == 0
     return folder / "model.npz"
 
@@ -56,14 +80,20 @@ def model_file(mnist_dir, tmp_path_factory):
 # --- interrupts and divergence, through a subprocess ------------------------------------------------
 
 
-def test_ctrl_c_saves_the_default_file_and_the_resumed_run_is_the_straight_one(mnist_dir, tmp_path, capsys, monkeypatch):
+def test_ctrl_c_saves_the_default_file_and_the_resumed_run_is_the_straight_one(
+    mnist_dir, tmp_path, capsys, monkeypatch
+):
     child = spawn(["train", "--epochs", ENDLESS, *TINY], tmp_path, mnist_dir)
     first = child.stdout.readline()  # epoch 0 is done: the next batch is under way
     child.send_signal(signal.SIGINT)
     rest, err = child.communicate(timeout=120)
     assert child.returncode == 130, err
     line = one_line(err)
-    assert "SIGINT" in line and "no --save" in line and line.endswith("resume with: portable-cnn train --resume portable-cnn-interrupted.npz")
+    assert (
+        "SIGINT" in line
+        and "no --save" in line
+        and line.endswith("resume with: portable-cnn train --resume portable-cnn-interrupted.npz")
+    )
     saved = checkpoint.load(tmp_path / "portable-cnn-interrupted.npz")
     assert saved.epoch >= 1 and saved.config["epochs"] == int(ENDLESS)
     printed = (first + rest).splitlines()
@@ -76,11 +106,17 @@ def test_ctrl_c_saves_the_default_file_and_the_resumed_run_is_the_straight_one(m
     assert status == 0, err
     status, straight, _ = main(capsys, "train", "--epochs", epochs, *TINY, "--save", "straight.npz")
     assert printed + resumed.splitlines() == straight.splitlines()
-    np.testing.assert_array_equal(checkpoint.load("portable-cnn-interrupted.npz").weights, checkpoint.load("straight.npz").weights)
+    np.testing.assert_array_equal(
+        checkpoint.load("portable-cnn-interrupted.npz").weights, checkpoint.load("straight.npz").weights
+    )
 
 
 def test_sigterm_saves_to_save_and_says_how_to_resume(mnist_dir, tmp_path):
-    child = spawn(["train", "--book", "--epochs", ENDLESS, *TINY, "--save", "run.npz", "--metrics", "run.csv"], tmp_path, mnist_dir)
+    child = spawn(
+        ["train", "--book", "--epochs", ENDLESS, *TINY, "--save", "run.npz", "--metrics", "run.csv"],
+        tmp_path,
+        mnist_dir,
+    )
     child.stdout.readline()
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=120)
@@ -100,7 +136,11 @@ def test_divergence_stops_with_one_line_and_keeps_the_good_checkpoint(mnist_dir,
     out, err = child.communicate(timeout=120)
     assert child.returncode == 1
     line = one_line(err)
-    assert "diverged in epoch 1" in line and "smaller --alpha" in line and "run.npz keeps the last good state (1 epoch)" in line
+    assert (
+        "diverged in epoch 1" in line
+        and "smaller --alpha" in line
+        and "run.npz keeps the last good state (1 epoch)" in line
+    )
     assert len(out.splitlines()) == 1
     kept = checkpoint.load(tmp_path / "run.npz")
     assert kept.epoch == 1 and np.isfinite(kept.weights).all()
@@ -112,12 +152,18 @@ def test_divergence_stops_with_one_line_and_keeps_the_good_checkpoint(mnist_dir,
 def test_five_and_five_epochs_print_what_ten_print(mnist_dir, tmp_path, capsys):
     data = ["--data-dir", str(mnist_dir)]
     for recipe in (["--book"], []):
-        _, straight, _ = main(capsys, "train", *recipe, "--epochs", "10", *TINY, *data, "--save", str(tmp_path / "ten.npz"))
-        _, first, _ = main(capsys, "train", *recipe, "--epochs", "5", *TINY, *data, "--save", str(tmp_path / "five.npz"))
+        _, straight, _ = main(
+            capsys, "train", *recipe, "--epochs", "10", *TINY, *data, "--save", str(tmp_path / "ten.npz")
+        )
+        _, first, _ = main(
+            capsys, "train", *recipe, "--epochs", "5", *TINY, *data, "--save", str(tmp_path / "five.npz")
+        )
         status, second, err = main(capsys, "train", "--resume", str(tmp_path / "five.npz"), "--epochs", "10")
         assert status == 0 and err.startswith("portable-cnn: saved"), err
         assert first.splitlines() + second.splitlines() == straight.splitlines() and len(straight.splitlines()) == 10
-        np.testing.assert_array_equal(checkpoint.load(tmp_path / "five.npz").weights, checkpoint.load(tmp_path / "ten.npz").weights)
+        np.testing.assert_array_equal(
+            checkpoint.load(tmp_path / "five.npz").weights, checkpoint.load(tmp_path / "ten.npz").weights
+        )
 
 
 def test_resume_refuses_another_recipe_in_one_line(model_file, capsys):
@@ -161,20 +207,46 @@ def test_bad_input_ends_in_one_line(tmp_path, capsys, monkeypatch, args, fragmen
 def test_evaluate_on_every_backend(model_file, mnist_dir, mnist, backend, capsys):
     name = backend.name
     device = ["--device", str(backend.device)] if name == "torch" else []
-    status, out, err = main(capsys, "evaluate", "--checkpoint", str(model_file), "--backend", name, *device,
-                            "--data-dir", str(mnist_dir), "--test-size", "500", "--eval-batch-size", "128", "--json")
+    status, out, err = main(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        str(model_file),
+        "--backend",
+        name,
+        *device,
+        "--data-dir",
+        str(mnist_dir),
+        "--test-size",
+        "500",
+        "--eval-batch-size",
+        "128",
+        "--json",
+    )
     assert status == 0, err
     result = json.loads(out)
     confusion = np.array(result["confusion"])
     predicted = to_host(checkpoint.load(model_file).to_model(get_backend()).predict(mnist.test_images[:500]))
-    assert confusion.sum() == 500 and np.array_equal(confusion.sum(axis=1), np.bincount(mnist.test_labels[:500], minlength=10))
+    assert confusion.sum() == 500 and np.array_equal(
+        confusion.sum(axis=1), np.bincount(mnist.test_labels[:500], minlength=10)
+    )
     assert abs(result["correct"] - int((predicted == mnist.test_labels[:500]).sum())) <= 2
     assert result["accuracy"] > 0.6 and len(result["per_class"]) == 10
 
 
 def test_evaluate_prints_a_report_and_draws_the_confusion_matrix(model_file, mnist_dir, tmp_path, capsys):
-    status, out, err = main(capsys, "evaluate", "--checkpoint", str(model_file), "--data-dir", str(mnist_dir),
-                            "--test-size", "300", "--plot", str(tmp_path / "confusion.png"))
+    status, out, err = main(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        str(model_file),
+        "--data-dir",
+        str(mnist_dir),
+        "--test-size",
+        "300",
+        "--plot",
+        str(tmp_path / "confusion.png"),
+    )
     assert status == 0, err
     assert "test accuracy: " in out and "per-class accuracy:" in out and "confusion matrix" in out
     assert len([line for line in out.splitlines() if line.startswith("  ") and len(line.split()) == 11]) == 10
@@ -231,10 +303,20 @@ def test_predict_reports_each_unreadable_file_and_goes_on(model_file, mnist, tmp
     files = [tmp_path / name for name in ("batch.npy", "text.png", "one.npy", "missing.png", "wrong.npy", "blank.png")]
     status, out, err = main(capsys, "predict", "--checkpoint", str(model_file), *map(str, files))
     assert status == 1
-    assert [line.split(":")[0] for line in out.splitlines()] == [f"{files[0]}[0]", f"{files[0]}[1]", f"{files[0]}[2]", str(files[2])]
+    assert [line.split(":")[0] for line in out.splitlines()] == [
+        f"{files[0]}[0]",
+        f"{files[0]}[1]",
+        f"{files[0]}[2]",
+        str(files[2]),
+    ]
     problems = err.strip().splitlines()
     assert len(problems) == 4 and "Traceback" not in err
-    assert "not a picture" in problems[0] and "no such file" in problems[1] and "(3, 4)" in problems[2] and "blank" in problems[3]
+    assert (
+        "not a picture" in problems[0]
+        and "no such file" in problems[1]
+        and "(3, 4)" in problems[2]
+        and "blank" in problems[3]
+    )
 
 
 def test_missing_extras_are_named(model_file, mnist, tmp_path, capsys, monkeypatch):
@@ -256,7 +338,10 @@ def test_plots_have_the_expected_size(model_file, mnist_dir, tmp_path, capsys):
     metrics = model_file.parent / "metrics.csv"
     commands = {
         "kernels.png": (["kernels", "--checkpoint", str(model_file)], (800, 250)),
-        "maps.png": (["maps", "--checkpoint", str(model_file), "--index", "7", "--data-dir", str(mnist_dir)], (1050, 250)),
+        "maps.png": (
+            ["maps", "--checkpoint", str(model_file), "--index", "7", "--data-dir", str(mnist_dir)],
+            (1050, 250),
+        ),
         "curves.png": (["curves", "--metrics", str(metrics)], (800, 500)),
         "history.png": (["curves", "--checkpoint", str(model_file)], (800, 500)),
     }
@@ -271,7 +356,9 @@ def test_plots_have_the_expected_size(model_file, mnist_dir, tmp_path, capsys):
 
 def test_maps_of_a_picture_file(model_file, mnist, tmp_path, capsys):
     files = pictures(mnist, tmp_path, count=2)
-    status, _, err = main(capsys, "plot", "maps", "--checkpoint", str(model_file), "--image", files[1], "-o", str(tmp_path / "m.png"))
+    status, _, err = main(
+        capsys, "plot", "maps", "--checkpoint", str(model_file), "--image", files[1], "-o", str(tmp_path / "m.png")
+    )
     assert status == 0, err
     assert Image.open(tmp_path / "m.png").size == (1050, 250)
 
@@ -279,6 +366,18 @@ def test_maps_of_a_picture_file(model_file, mnist, tmp_path, capsys):
 @pytest.mark.gpu
 def test_evaluate_on_a_gpu_matches_numpy(model_file, mnist_dir, capsys):
     backend_or_skip("cupy")
-    runs = [main(capsys, "evaluate", "--checkpoint", str(model_file), "--backend", name, "--data-dir", str(mnist_dir), "--json")
-            for name in ("numpy", "cupy")]
+    runs = [
+        main(
+            capsys,
+            "evaluate",
+            "--checkpoint",
+            str(model_file),
+            "--backend",
+            name,
+            "--data-dir",
+            str(mnist_dir),
+            "--json",
+        )
+        for name in ("numpy", "cupy")
+    ]
     assert abs(json.loads(runs[0][1])["correct"] - json.loads(runs[1][1])["correct"]) <= 2

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 
 from portable_cnn import cli, datasets
-from portable_cnn.datasets import EMBEDDED_SHA256, IDX_NAMES, Mnist, default_cache_dir, download_mnist, find_mnist, load_mnist
+from portable_cnn.datasets import (
+    EMBEDDED_SHA256,
+    IDX_NAMES,
+    Mnist,
+    default_cache_dir,
+    download_mnist,
+    find_mnist,
+    load_mnist,
+)
 from portable_cnn.errors import UserError
 
 GZ_NAMES = [name + ".gz" for name in IDX_NAMES.values()]
@@ -129,8 +137,10 @@ def test_env_var_points_at_the_full_data(full_mnist_dir, monkeypatch):
 
 def write_npz(path, arrays, **overrides):
     content = {
-        "x_train": arrays["train", "images"], "y_train": arrays["train", "labels"],
-        "x_test": arrays["test", "images"], "y_test": arrays["test", "labels"],
+        "x_train": arrays["train", "images"],
+        "y_train": arrays["train", "labels"],
+        "x_test": arrays["test", "images"],
+        "y_test": arrays["test", "labels"],
     }
     content.update(overrides)
     content = {k: v for k, v in content.items() if v is not None}  # None drops an array
@@ -190,7 +200,10 @@ def test_info_names_the_data_source_and_its_images(tmp_path, capsys):
     write_idx(tmp_path / "explicit", n_train=3, n_test=2)
     expected = {
         (): "data: the embedded book subset (",
-        ("--data-dir", str(tmp_path / "explicit")): f"data: {tmp_path / 'explicit'} (the data directory): 3 training, 2 test images",
+        (
+            "--data-dir",
+            str(tmp_path / "explicit"),
+        ): f"data: {tmp_path / 'explicit'} (the data directory): 3 training, 2 test images",
         ("--train-size", "2000"): "data: a download of the full MNIST",
     }
     for args, line in expected.items():
@@ -365,8 +378,13 @@ def test_bad_checksum_leaves_nothing(mirror, good_sums, tmp_path):
 def test_offline_asking_for_more_than_the_embedded_data_says_what_to_do(tmp_path):
     with pytest.raises(UserError) as e:
         load_mnist(train_size=2000)
-    assert_one_line(e, "--train-size 2000 asks for more than the embedded book subset holds (1000 training",
-                    "could not download", "--data-dir", "PORTABLE_CNN_DATA_DIR")
+    assert_one_line(
+        e,
+        "--train-size 2000 asks for more than the embedded book subset holds (1000 training",
+        "could not download",
+        "--data-dir",
+        "PORTABLE_CNN_DATA_DIR",
+    )
     assert os.listdir(default_cache_dir()) == []
     with pytest.raises(UserError) as e:
         load_mnist(download=False, test_size=20000)

@@ -12,7 +12,12 @@ from portable_cnn.optim import SGD
 def reference_windows(images, k, positions):
     """One window per output position, in (image, row, column) order: the notebook's loops."""
     return np.array(
-        [images[b, r : r + k, c : c + k].ravel() for b in range(len(images)) for r in range(positions) for c in range(positions)]
+        [
+            images[b, r : r + k, c : c + k].ravel()
+            for b in range(len(images))
+            for r in range(positions)
+            for c in range(positions)
+        ]
     )
 
 
@@ -70,7 +75,9 @@ def test_one_hot_counts_and_loss(backend):
     floor = ops.probability_floor(scores)
     assert float(ops.cross_entropy_sum(scores, targets, floor)) == pytest.approx(-np.log([0.7, 0.5, 0.05]).sum())
     certain = backend.asarray(np.array([[0.0, 1.0, 0.0]]))  # a zero probability on the label: large, not infinite
-    assert float(ops.cross_entropy_sum(certain, targets[:1, ...], floor)) == pytest.approx(-np.log(np.finfo(np.float64).tiny))
+    assert float(ops.cross_entropy_sum(certain, targets[:1, ...], floor)) == pytest.approx(
+        -np.log(np.finfo(np.float64).tiny)
+    )
 
 
 def test_slices_cover_every_item_once():
@@ -149,4 +156,6 @@ def test_book_step_keeps_the_notebooks_errata(tiny):
     layer_1_delta = layer_2_delta @ host["weights"].T * (1 - layer_1**2) * host["keep"]
     kernels = host["kernels"] - windows.T @ layer_1_delta.reshape(-1, 2)
     np.testing.assert_allclose(to_host(model.kernels), kernels, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(to_host(model.weights), host["weights"] + layer_1.T @ layer_2_delta, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        to_host(model.weights), host["weights"] + layer_1.T @ layer_2_delta, rtol=1e-12, atol=1e-12
+    )

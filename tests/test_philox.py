@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from array_api_compat import numpy as np_xp
 
 from portable_cnn import philox
@@ -42,12 +41,21 @@ def to_numpy(x):
 
 # Random123 kat_vectors, "philox4x32 10" lines: counter (4 words), key (2 words), expected.
 KAT_PHILOX4X32_10 = [
-    ((0x00000000, 0x00000000, 0x00000000, 0x00000000), (0x00000000, 0x00000000),
-     (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF),
-     (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+        (0x00000000, 0x00000000),
+        (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8),
+    ),
+    (
+        (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF),
+        (0xFFFFFFFF, 0xFFFFFFFF),
+        (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD),
+    ),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
 
 
@@ -109,9 +117,7 @@ def test_against_reference_on_random_counters(xp, rounds):
     key = (0xDEADBEEF, 0x01234567)
     arrays = tuple(xp.asarray(counters[i].tolist(), dtype=xp.int64) for i in range(4))
     got = np.stack([to_numpy(o) for o in philox4x32(xp, arrays, key, rounds=rounds)])
-    want = np.array(
-        [reference_philox(tuple(int(v) for v in counters[:, j]), key, rounds) for j in range(300)]
-    ).T
+    want = np.array([reference_philox(tuple(int(v) for v in counters[:, j]), key, rounds) for j in range(300)]).T
     np.testing.assert_array_equal(got, want)
 
 
@@ -122,9 +128,7 @@ def test_mixed_int_and_array_counters(xp, rounds):
     idx = [0, 1, 2**31, 2**32 - 1]
     for pattern in [(1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (1, 0, 1, 0)]:
         consts = (5, 0xFFFFFFFF, 7, 123456789)
-        counter = tuple(
-            xp.asarray(idx, dtype=xp.int64) if a else c for a, c in zip(pattern, consts)
-        )
+        counter = tuple(xp.asarray(idx, dtype=xp.int64) if a else c for a, c in zip(pattern, consts))
         out = philox4x32(xp, counter, key, rounds=rounds)
         got = np.stack([to_numpy(o) for o in out])
         assert got.shape == (4, len(idx))

@@ -41,8 +41,23 @@ def test_seeds_are_ranges_and_lists():
 
 
 def test_plan_is_every_seed_with_every_combination_of_knob_values():
-    runs = sweep_runs("--seeds", "1-2", "--set", "kernel-init=0.5,1", "--set", "alpha=1,2", "--kernel-alpha", "64",
-                      "--weight-init", "0.02", "--test-every", "5", "--book", "--set", "rng=native")
+    runs = sweep_runs(
+        "--seeds",
+        "1-2",
+        "--set",
+        "kernel-init=0.5,1",
+        "--set",
+        "alpha=1,2",
+        "--kernel-alpha",
+        "64",
+        "--weight-init",
+        "0.02",
+        "--test-every",
+        "5",
+        "--book",
+        "--set",
+        "rng=native",
+    )
     assert len(runs) == 8
     assert runs[0].name == "alpha=1,kernel_init=0.5,rng=native,seed=1"
     assert runs[0].configuration == "alpha=1,kernel_init=0.5,rng=native"
@@ -65,8 +80,11 @@ def test_sweep_through_the_cli_trains_ordinary_runs_then_skips_them(mnist_dir, t
     names = [f"alpha={alpha},seed={seed}" for alpha in (1, 2) for seed in (1, 2)]
     saved = {name: checkpoint.load(out / "runs" / f"{name}.npz") for name in names}
     # Each run is the training `train` does with the same flags.
-    alone = train(Config(seed=2, alpha=1.0, epochs=3, train_size=64, test_size=100, test_every=2, quiet=True,
-                         data_dir=str(mnist_dir)))
+    alone = train(
+        Config(
+            seed=2, alpha=1.0, epochs=3, train_size=64, test_size=100, test_every=2, quiet=True, data_dir=str(mnist_dir)
+        )
+    )
     assert [row["test_acc"] for row in saved["alpha=1,seed=2"].history] == [record.test_acc for record in alone.history]
     assert all(run.epoch == 3 for run in saved.values())
     assert json.loads((out / "runs" / "alpha=2,seed=1.json").read_text())["config"]["alpha"] == 2.0
@@ -117,14 +135,25 @@ def test_an_interrupted_run_resumes_where_it_stopped(mnist_dir, tmp_path, capsys
 
 
 def result(configuration, seed, final, best, best_epoch, seconds):
-    return RunResult(f"{configuration},seed={seed}", configuration, {"alpha": float(configuration[-1])}, seed, final, best,
-                     best_epoch, seconds, curve={0: final / 2, 1: final})
+    return RunResult(
+        f"{configuration},seed={seed}",
+        configuration,
+        {"alpha": float(configuration[-1])},
+        seed,
+        final,
+        best,
+        best_epoch,
+        seconds,
+        curve={0: final / 2, 1: final},
+    )
 
 
 def test_statistics_are_the_hand_computed_ones(tmp_path):
     results = [
-        result("alpha=2", 1, 0.80, 0.82, 10, 3.0), result("alpha=2", 2, 0.90, 0.91, 20, 5.0),
-        result("alpha=2", 3, 0.85, 0.88, 60, 4.0), result("alpha=1", 1, 0.70, 0.75, 5, 2.0),
+        result("alpha=2", 1, 0.80, 0.82, 10, 3.0),
+        result("alpha=2", 2, 0.90, 0.91, 20, 5.0),
+        result("alpha=2", 3, 0.85, 0.88, 60, 4.0),
+        result("alpha=1", 1, 0.70, 0.75, 5, 2.0),
     ]
     rows = summarise(results)
     assert [row["configuration"] for row in rows] == ["alpha=1", "alpha=2"]
@@ -143,7 +172,9 @@ def test_statistics_are_the_hand_computed_ones(tmp_path):
     with open(tmp_path / "summary.csv") as file:
         rows_read = list(csv.DictReader(file))
     assert float(rows_read[1]["final_sd"]) == pytest.approx(0.05) and rows_read[0]["final_sd"] == ""
-    assert json.loads((tmp_path / "summary.json").read_text())["configurations"][1]["final"]["mean"] == pytest.approx(0.85)
+    assert json.loads((tmp_path / "summary.json").read_text())["configurations"][1]["final"]["mean"] == pytest.approx(
+        0.85
+    )
     pytest.importorskip("matplotlib")
     assert tmp_path / "summary.png" in written and (tmp_path / "summary.png").stat().st_size > 0
 
@@ -165,7 +196,10 @@ def always_die(config, threads):
 
 @pytest.mark.parametrize("function, status, attempts", [(die_once, "done", 2), (always_die, "failed", 2)])
 def test_a_dying_worker_fails_only_its_run_and_is_retried_once(tmp_path, function, status, attempts):
-    runs = [Run(f"seed={seed}", "default", {}, Config(seed=seed, save=str(tmp_path / f"seed={seed}.npz"))) for seed in (1, 2, 3)]
+    runs = [
+        Run(f"seed={seed}", "default", {}, Config(seed=seed, save=str(tmp_path / f"seed={seed}.npz")))
+        for seed in (1, 2, 3)
+    ]
     engine = LocalEngine(2, 1, function=function)
     retried = []
     engine.on_retry = retried.append
@@ -183,7 +217,10 @@ def report_device(config, threads):
 
 
 def test_gpu_runs_go_one_per_gpu(tmp_path):
-    runs = [Run(f"seed={seed}", "default", {}, Config(seed=seed, save=str(tmp_path / f"seed={seed}.npz"))) for seed in range(6)]
+    runs = [
+        Run(f"seed={seed}", "default", {}, Config(seed=seed, save=str(tmp_path / f"seed={seed}.npz")))
+        for seed in range(6)
+    ]
     engine = LocalEngine(2, 1, devices=["cuda:0", "cuda:1"], function=report_device)
     try:
         outcomes = execute_all(runs, engine, lambda outcome: None)
@@ -197,32 +234,61 @@ def test_gpu_runs_go_one_per_gpu(tmp_path):
 def test_the_dask_engine_runs_the_sweep(mnist_dir, tmp_path, capsys):
     distributed = pytest.importorskip("distributed", reason="the Dask path needs dask[distributed]")
     out = tmp_path / "sweep"
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
-        code = main(["sweep", "--seeds", "1-2", "--set", "weight-init=0.01,0.02", *TINY, "--data-dir", str(mnist_dir),
-                     "--scheduler", cluster.scheduler_address, "--out", str(out)])
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        code = main(
+            [
+                "sweep",
+                "--seeds",
+                "1-2",
+                "--set",
+                "weight-init=0.01,0.02",
+                *TINY,
+                "--data-dir",
+                str(mnist_dir),
+                "--scheduler",
+                cluster.scheduler_address,
+                "--out",
+                str(out),
+            ]
+        )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "Dask cluster" in captured.err
     results, incomplete = read_runs(out)
     assert len(results) == 4 and not incomplete
-    serial = train(Config(seed=2, weight_init=0.02, epochs=3, train_size=64, test_size=100, test_every=2, quiet=True,
-                          data_dir=str(mnist_dir)))
+    serial = train(
+        Config(
+            seed=2,
+            weight_init=0.02,
+            epochs=3,
+            train_size=64,
+            test_size=100,
+            test_every=2,
+            quiet=True,
+            data_dir=str(mnist_dir),
+        )
+    )
     [run] = [run for run in results if run.name == "weight_init=0.02,seed=2"]
     assert run.final == serial.history[-1].test_acc
 
 
-@pytest.mark.parametrize("flags, fragments", [
-    (["--seeds", "3-1"], ["--seeds '3-1'"]),
-    (["--seeds", "one"], ["--seeds 'one'", "1-10"]),
-    (["--set", "nope=1"], ["--set nope", "choose from"]),
-    (["--set", "seed=1,2"], ["--seeds"]),
-    (["--set", "alpha"], ["knob=value"]),
-    (["--set", "alpha=1,x"], ["--set alpha=x", "not a number"]),
-    (["--set", "alpha=-1"], ["alpha=-1", "positive"]),
-    (["--set", "dtype=float16"], ["float16", "float32"]),
-    (["--set", "alpha=1", "--set", "alpha=2"], ["twice"]),
-    (["--set", "batch-size=0"], ["batch_size=0", "at least 1"]),
-])
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (["--seeds", "3-1"], ["--seeds '3-1'"]),
+        (["--seeds", "one"], ["--seeds 'one'", "1-10"]),
+        (["--set", "nope=1"], ["--set nope", "choose from"]),
+        (["--set", "seed=1,2"], ["--seeds"]),
+        (["--set", "alpha"], ["knob=value"]),
+        (["--set", "alpha=1,x"], ["--set alpha=x", "not a number"]),
+        (["--set", "alpha=-1"], ["alpha=-1", "positive"]),
+        (["--set", "dtype=float16"], ["float16", "float32"]),
+        (["--set", "alpha=1", "--set", "alpha=2"], ["twice"]),
+        (["--set", "batch-size=0"], ["batch_size=0", "at least 1"]),
+    ],
+)
 def test_bad_sweep_input_is_one_line(tmp_path, capsys, flags, fragments):
     code = main(["sweep", *flags, "--out", str(tmp_path / "sweep")])
     assert_one_line_error(CliResult(code, capsys.readouterr().err), *fragments)

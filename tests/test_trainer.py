@@ -70,7 +70,9 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(mnist):
 @pytest.mark.parametrize("rng", ["portable", "native"])
 def test_float32_is_the_default_and_float64_is_available(mnist, rng):
     assert train(dataclasses.replace(SMALL, epochs=1, rng=rng), mnist).model.weights.dtype == np.float32
-    assert train(dataclasses.replace(SMALL, epochs=1, rng=rng, dtype="float64"), mnist).model.weights.dtype == np.float64
+    assert (
+        train(dataclasses.replace(SMALL, epochs=1, rng=rng, dtype="float64"), mnist).model.weights.dtype == np.float64
+    )
 
 
 def test_batches_train_the_partial_batch_except_in_book_mode():
@@ -122,3 +124,15 @@ def test_impossible_configurations_say_what_is_wrong(mnist, change, message):
     with pytest.raises(UserError, match=message) as error:
         train(dataclasses.replace(SMALL, **change), mnist)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("book", [False, True], ids=["default", "book"])
+def test_every_array_stays_on_a_non_default_strict_device(mnist, book):
+    """array-api-strict refuses to mix devices: an array created without device= would fail this run."""
+    backend = backend_or_skip("array-api-strict", "device1")
+    config = dataclasses.replace(
+        SMALL, epochs=1, book=book, dtype="float64", backend="array-api-strict", device="device1"
+    )
+    model = train(config, mnist).model
+    assert model.weights.device == backend.device and model.kernels.device == backend.device
+    assert to_host(model.predict(mnist.test_images[:5])).shape == (5,)

@@ -125,9 +125,12 @@ class Notebook:
     def line(self, epoch: int, correct_cnt: int, test_correct_cnt: int) -> str:
         """The notebook's progress line."""
         return (
-            "I:" + str(epoch)
-            + " Test-Acc:" + str(test_correct_cnt / float(len(self.test_images)))
-            + " Train-Acc:" + str(correct_cnt / float(len(self.images)))
+            "I:"
+            + str(epoch)
+            + " Test-Acc:"
+            + str(test_correct_cnt / float(len(self.test_images)))
+            + " Train-Acc:"
+            + str(correct_cnt / float(len(self.images)))
         )
 
 
