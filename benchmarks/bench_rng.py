@@ -2,6 +2,7 @@
 
     python benchmarks/bench_rng.py [--reps 21] [--shape 128 10816] [--no-torch]
                                    [--torch-threads N] [--epochs REPS --data-dir DIR]
+                                   [--masks-only]
 
 Every candidate runs once per repetition, interleaved (A B C ... A B C ...) so that machine
 load hits them alike; one warm-up round is excluded. Prints a Markdown table with the median
@@ -10,6 +11,12 @@ The issue's target: ``bernoulli(numpy, (128, 10816), 0.5)`` within 2x of that ba
 ``--epochs REPS`` also times the default recipe's epoch (numpy float32) with ``--rng portable``
 against ``--rng native``, interleaved, the second epoch of each run: the target is a regression
 of at most 5%.
+
+A second table sets the mask generators side by side, old against new: the dropout mask's
+unpack (the words of one batch turned into its keep-mask: the int64 field test that
+``bernoulli`` used before, against today's uint8 byte test) and an epoch's masks (the default
+recipe's 7 batches of 128 and one of 104: one ``bernoulli`` per batch with the int64 unpack,
+as before, against one ``bernoulli_steps`` for the epoch), each with the median and the ratio old / new.
 
 On a shared 2-core machine under load, torch's multi-threaded elementwise ops can stall on
 every call (thread wake-ups): compare with ``--torch-threads 1``.
@@ -30,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from array_api_compat import numpy as np_xp  # noqa: E402
 
-from portable_cnn.philox import bernoulli, uniform  # noqa: E402
+from portable_cnn import philox  # noqa: E402
+from portable_cnn.philox import bernoulli, bernoulli_steps, random_bits, uniform  # noqa: E402
 
 BASELINE = "numpy Generator.random"
 
@@ -73,6 +81,57 @@ def candidates(shape, with_torch, torch_threads=None):
     return out
 
 
+def int64_unpack(xp, words):
+    """The keep-mask of p = 0.5 as ``bernoulli`` unpacked it before: 32 bit fields tested in int64."""
+    offsets = xp.arange(32, dtype=xp.int64)
+    field_masks = xp.bitwise_left_shift(xp.ones_like(offsets), offsets)
+    keep = (words[None, :] & field_masks[:, None]) < field_masks[:, None]
+    return xp.reshape(keep, (32 * words.shape[0],))
+
+
+def old_bernoulli_half(shape, step):
+    """``bernoulli(numpy, shape, 0.5, seed=1, stream=0, step=step)`` as it was: one call per batch, int64 unpack."""
+    n = int(np.prod(shape))
+    words = random_bits(np_xp, -(-n // 32), seed=1, stream=0, step=step)
+    return np.reshape(int64_unpack(np_xp, words)[:n], shape)
+
+
+def old_and_new(shape, reps):
+    """Median seconds of each mask generator, old and new, interleaved; bit-identity checked first."""
+    epoch = [shape] * 7 + [(104,) + shape[1:]]
+    nwords = -(-int(np.prod(shape)) // 32)
+    words = random_bits(np_xp, nwords, seed=1, stream=0, step=0)
+    pairs = {
+        "unpack of one batch's words": (
+            lambda: int64_unpack(np_xp, words),
+            lambda: philox._dyadic_keep(np_xp, words, 1, 1, device=None),
+        ),
+        f"an epoch's masks ({len(epoch)} batches)": (
+            lambda: [old_bernoulli_half(s, step) for step, s in enumerate(epoch)],
+            lambda: list(bernoulli_steps(np_xp, epoch, 0.5, seed=1, stream=0, first_step=0)),
+        ),
+    }
+    for name, (old, new) in pairs.items():  # the same bits, or the comparison means nothing
+        old_masks, new_masks = old(), new()
+        if not isinstance(old_masks, list):
+            old_masks, new_masks = [old_masks], [new_masks]
+        assert all(np.array_equal(a, b) for a, b in zip(old_masks, new_masks, strict=True)), name
+    times = {(name, which): [] for name in pairs for which in ("old", "new")}
+    for rep in range(reps + 1):  # rep 0 is the warm-up
+        for name, functions in pairs.items():
+            for which, fn in zip(("old", "new"), functions):
+                t0 = time.perf_counter()
+                fn()
+                if rep:
+                    times[name, which].append(time.perf_counter() - t0)
+    print(f"\nmask generators, old vs new (numpy, p = 0.5, batch {shape}), {reps} interleaved repetitions\n")
+    print("| generator | old median ms | new median ms | old / new |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in pairs:
+        old, new = statistics.median(times[name, "old"]), statistics.median(times[name, "new"])
+        print(f"| {name} | {old * 1e3:.2f} | {new * 1e3:.2f} | {old / new:.2f}x |")
+
+
 def epoch_comparison(reps, data_dir):
     """Median seconds of a default-recipe epoch with each random source, and portable/native."""
     from portable_cnn import Config, load_mnist, train
@@ -100,8 +159,12 @@ def main(argv=None):
     ap.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--epochs", type=int, default=0, metavar="REPS", help="also compare whole epochs, REPS times")
     ap.add_argument("--data-dir", help="MNIST for --epochs (default: the usual search order)")
+    ap.add_argument("--masks-only", action="store_true", help="only the old-vs-new mask table")
     args = ap.parse_args(argv)
     shape = tuple(args.shape)
+    if args.masks_only:
+        old_and_new(shape, args.reps)
+        return
 
     cands = candidates(shape, not args.no_torch, args.torch_threads)
     times = {name: [] for name in cands}
@@ -124,6 +187,7 @@ def main(argv=None):
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"| {name} | {med * 1e3:.2f} | {min(ts) * 1e3:.2f}-{max(ts) * 1e3:.2f} | {med / base:.2f}x |")
+    old_and_new(shape, args.reps)
     if args.epochs:
         epoch_comparison(args.epochs, args.data_dir)
 

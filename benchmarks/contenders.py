@@ -11,13 +11,14 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from portable_cnn.backends import get_backend
+from portable_cnn.backends import get_backend, workers
 from portable_cnn.callbacks import Callback
 from portable_cnn.config import Config, output_side
 from portable_cnn.rng import make_random
 from portable_cnn.trainer import Position, batches, correct_predictions, fit, init_model, to_device
 
 from . import flops
+from .floor import Floor, epoch_work, work_flops
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Contender:
     train_epoch: Callable[[], object]
     evaluate: Callable[[], object]
     sync: Callable[[], None]
+    floor: str | None = None  # the key of the floor row this contender's epoch is measured against
 
 
 def _no_sync():
@@ -69,7 +71,37 @@ def notebook(mnist, key: str, label: str, **overrides) -> Contender:
     )
 
 
-def portable(mnist, key: str, label: str, **settings) -> Contender:
+def floor(mnist, key: str, label: str, **settings) -> Contender:
+    """The unavoidable work of an epoch of the default recipe and ``settings`` (:mod:`benchmarks.floor`): its
+    blocks, evaluation chunks and threads."""
+    config = Config(**settings).validated()
+    units = epoch_work(
+        min(config.train_size, len(mnist.train_images)),
+        min(config.test_size, len(mnist.test_images)),
+        config.batch_size,
+        config.block_size,
+        config.eval_batch_size,
+        config.kernel_size,
+        config.kernels,
+    )
+    work = Floor(units, config.threads, config.dtype)
+    work.warm()
+    trained, tested = (sum(unit.images for unit in units if unit.phase == phase) for phase in ("train", "eval"))
+    return Contender(
+        key,
+        label,
+        config.dtype,
+        trained,
+        tested,
+        work_flops(units, "train"),
+        work_flops(units, "eval"),
+        lambda: work.run("train"),
+        lambda: work.run("eval"),
+        _no_sync,
+    )
+
+
+def portable(mnist, key: str, label: str, floor_key: str | None = None, **settings) -> Contender:
     """portable-cnn through its library API; ``settings`` are :class:`~portable_cnn.config.Config` fields."""
     # Never the last epoch and never due for a test (epochs from 1): fit() then trains only;
     # evaluate() is timed apart.
@@ -83,6 +115,7 @@ def portable(mnist, key: str, label: str, **settings) -> Contender:
     positions = output_side(config.kernel_size, config.book)
     trained, tested = batches(config, data.train_size)[-1][1], data.test_images.shape[0]
     one_epoch = [_StopAfterAnEpoch()]
+    pool = workers(config.backend, config.device, config.threads)
 
     def train_epoch():
         with backend.activated():
@@ -90,7 +123,7 @@ def portable(mnist, key: str, label: str, **settings) -> Contender:
 
     def test():
         with backend.activated():
-            return int(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size))
+            return int(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, pool))
 
     return Contender(
         key,
@@ -103,6 +136,7 @@ def portable(mnist, key: str, label: str, **settings) -> Contender:
         train_epoch,
         test,
         backend.sync,
+        floor_key,
     )
 
 
@@ -138,17 +172,26 @@ class Spec:
 # The table's rows, in its order (GPU runs are benchmarks/gpu_bench.py's).
 CONTENDERS = {
     "notebook": Spec("notebook (seed code) float64", notebook, {}),
-    "numpy-f32": Spec("portable-cnn numpy float32", portable, {}),
+    "numpy-f32": Spec("portable-cnn numpy float32", portable, {"floor_key": "floor"}),
+    "numpy-f32-threads1": Spec(
+        "portable-cnn numpy float32 --threads 1", portable, {"threads": 1, "floor_key": "floor-threads1"}
+    ),
     "numpy-f32-native": Spec("portable-cnn numpy float32 --rng native", portable, {"rng": "native"}),
     "numpy-f64": Spec("portable-cnn numpy float64", portable, {"dtype": "float64"}),
     "numpy-book": Spec("portable-cnn numpy --book", portable, {"book": True}),
     "torch-f32": Spec("portable-cnn torch CPU float32", portable, {"backend": "torch", "device": "cpu"}),
     "strict-f32": Spec("portable-cnn array-api-strict float32", portable, {"backend": "array-api-strict"}),
     "pytorch": Spec("PyTorch idiomatic CPU float32", pytorch, {"device": "cpu"}),
+    "floor": Spec("floor: the epoch's matmuls and tanh alone, float32", floor, {}),
+    "floor-threads1": Spec("floor on one thread", floor, {"threads": 1}),
 }
 
 
-def build(key: str, mnist, **overrides) -> Contender:
-    """The contender ``key`` of :data:`CONTENDERS`; ``overrides`` are Config fields (batch_size, kernels, ...)."""
+def build(key: str, mnist, threads: int | None = None, **overrides) -> Contender:
+    """The contender ``key`` of :data:`CONTENDERS`; ``overrides`` are Config fields (batch_size, kernels, ...);
+    ``threads`` (run.py --threads) sets portable-cnn's workers where the row does not fix them."""
     spec = CONTENDERS[key]
-    return spec.factory(mnist, key, spec.label, **spec.settings, **overrides)
+    settings = {**spec.settings, **overrides}
+    if threads and spec.factory in (portable, floor):
+        settings.setdefault("threads", threads)
+    return spec.factory(mnist, key, spec.label, **settings)

@@ -12,7 +12,7 @@
 #               book's subset embedded in the package, which is all the check needs).
 #
 # Preparing an offline GPU machine (which lacks array-api-compat), on a machine with internet:
-#   pip download array-api-compat -d benchmarks/wheels      (add pytest if it lacks that too)
+#   pip download array-api-compat threadpoolctl -d benchmarks/wheels      (add pytest if it lacks that too)
 # then copy the checkout with benchmarks/wheels/ (git ignores it: never commit wheels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +54,7 @@ missing_installable=()
 for module in cupy torch; do
   "$python" -c "import $module" 2>/dev/null || { say "python module '$module' is missing; install it for this CUDA"; exit 1; }
 done
-for pair in array_api_compat:array-api-compat pytest:pytest; do
+for pair in array_api_compat:array-api-compat threadpoolctl:threadpoolctl pytest:pytest; do
   module="${pair%%:*}"; package="${pair#*:}"
   "$python" -c "import $module" 2>/dev/null || missing_installable+=("$package")
 done

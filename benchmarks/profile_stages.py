@@ -1,13 +1,10 @@
-"""Where the time goes: one training batch and one evaluation batch, stage by stage, against their floors.
+"""Where the time goes: one training batch and one evaluation batch, stage by stage.
 
 Each stage is one call of the package's own functions (the random source's masks, ``ConvNet.forward``,
 ``ConvNet.backward``, ``SGD.step``; ``ConvNet.logits`` and its ops) on numpy float32, timed on its own
-(interleaved with the other stages, warm-up dropped). Its floor
-is the larger of two lower bounds: the bytes it must read and write (every input read once, every
-output written once) over the measured copy bandwidth, and its FLOPs over the measured GEMM peak.
-``× floor`` says how far a stage is from what the hardware allows; the biggest ``ms - floor`` is the
-next optimisation. The whole step is also timed as one call, to show what the stages leave out
-(Python overhead, allocation, cache effects between stages).
+(interleaved with the other stages, warm-up dropped), with its FLOPs. The whole step is also timed as
+one call, to show what the stages leave out (Python overhead, allocation, cache effects between
+stages). What an epoch cannot do without is :mod:`benchmarks.floor`'s, measured as a contender.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import numpy as np
 from array_api_compat import numpy as xp
 
 from portable_cnn import ops
-from portable_cnn.backends import get_backend
+from portable_cnn.backends import get_backend, one_blas_thread
 from portable_cnn.config import Config
 from portable_cnn.model import KEEP_PROB, NUM_CLASSES, ConvNet
 from portable_cnn.optim import SGD
@@ -27,14 +24,9 @@ from .timing import interleaved, summary, timed
 SIDE, KERNEL_SIZE = 28, 3
 
 
-def _stage(name, fn, reads, writes, flops=0):
-    """A stage: a call, the arrays it must read and write (for its traffic floor) and its FLOPs."""
-    return {
-        "stage": name,
-        "fn": fn,
-        "bytes": sum(a.nbytes for a in reads) + sum(a.nbytes for a in writes),
-        "flops": flops,
-    }
+def _stage(name, fn, flops=0):
+    """A stage: a call and its FLOPs."""
+    return {"stage": name, "fn": fn, "flops": flops}
 
 
 def _model(recipe: Config, rng) -> ConvNet:
@@ -77,22 +69,18 @@ def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
         model.kernels, model.weights = parameters  # the same parameters every round
 
     stages = [
-        _stage("dropout mask (Philox)", mask, [], [keep]),
+        _stage("dropout mask (Philox)", mask),
         _stage(
             "forward (im2col, conv, tanh, dropout, dense, softmax)",
             lambda: model.forward(images, keep),
-            [images, model.kernels, model.weights, keep],
-            [*cache[:4], probabilities],
             conv_flops + dense_flops,
         ),
         _stage(
             "backward (deltas, weight and kernel gradients)",
             lambda: model.backward(cache, probabilities, targets, divisor),
-            [*cache[:4], probabilities, targets, model.weights],
-            [*gradients],
             conv_flops + 2 * dense_flops,
         ),
-        _stage("SGD update", update, [*parameters, *gradients], parameters),
+        _stage("SGD update", update),
     ]
 
     def whole():
@@ -116,47 +104,22 @@ def eval_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
     dense_flops = 2 * batch * maps.shape[2] * kernels * NUM_CLASSES
 
     stages = [
-        _stage(
-            "patch planes (im2col, transposed)",
-            lambda: ops.patch_planes(images, KERNEL_SIZE, model.positions),
-            [images],
-            [planes],
-        ),
-        _stage(
-            "feature maps (im2col, conv, tanh)",
-            lambda: model.feature_maps(images),
-            [images, model.kernels],
-            [planes, maps],
-            conv_flops,
-        ),
-        _stage(
-            "scores (per-kernel products, summed)",
-            lambda: model.scores(maps),
-            [maps, model.weights],
-            [logits],
-            dense_flops,
-        ),
-        _stage("arg-max + count", lambda: ops.count_correct(logits, labels), [logits, labels], []),
+        _stage("patch planes (im2col, transposed)", lambda: ops.patch_planes(images, KERNEL_SIZE, model.positions)),
+        _stage("feature maps (im2col, conv, tanh)", lambda: model.feature_maps(images), conv_flops),
+        _stage("scores (per-kernel products, summed)", lambda: model.scores(maps), dense_flops),
+        _stage("arg-max + count", lambda: ops.count_correct(logits, labels)),
     ]
     return stages, lambda: ops.count_correct(model.logits(images), labels), f"batch {batch}, {kernels} kernels"
 
 
-def profile(stages, whole, description: str, bandwidth_gbs: float, peak_gflops: float, reps: int) -> dict:
-    """Time the stages and the whole step in interleaved rounds; attach each stage's floor."""
+def profile(stages, whole, description: str, reps: int) -> dict:
+    """Time the stages and the whole step in interleaved rounds."""
     calls = {stage["stage"]: stage["fn"] for stage in stages} | {"whole": whole}
     samples = interleaved({name: reps for name in calls}, lambda name: {"ms": 1e3 * timed(calls[name], _no_sync)})
-    rows = []
-    for stage in stages:
-        floor_s = max(stage["bytes"] / (bandwidth_gbs * 1e9), stage["flops"] / (peak_gflops * 1e9))
-        rows.append(
-            {
-                "stage": stage["stage"],
-                "ms": summary([s["ms"] for s in samples[stage["stage"]]]),
-                "bytes": stage["bytes"],
-                "flops": stage["flops"],
-                "floor_ms": 1e3 * floor_s,
-            }
-        )
+    rows = [
+        {"stage": stage["stage"], "ms": summary([s["ms"] for s in samples[stage["stage"]]]), "flops": stage["flops"]}
+        for stage in stages
+    ]
     return {"description": description, "stages": rows, "whole_ms": summary([s["ms"] for s in samples["whole"]])}
 
 
@@ -164,10 +127,12 @@ def _no_sync():
     pass
 
 
-def run(bandwidth_gbs: float, peak_gflops: float, reps: int, recipe: Config) -> dict:
-    """Both profiles for a validated ``recipe``, each with how many of its batches make one epoch."""
-    training = profile(*train_stages(recipe.batch_size, recipe.kernels), bandwidth_gbs, peak_gflops, reps)
-    evaluation = profile(*eval_stages(recipe.eval_batch_size, recipe.kernels), bandwidth_gbs, peak_gflops, reps)
+def run(reps: int, recipe: Config) -> dict:
+    """Both profiles for a validated ``recipe``, each with how many of its batches make one epoch; BLAS on one
+    thread, as portable-cnn runs it (``Backend.activated``)."""
+    with one_blas_thread():
+        training = profile(*train_stages(recipe.batch_size, recipe.kernels), reps)
+        evaluation = profile(*eval_stages(recipe.eval_batch_size, recipe.kernels), reps)
     training["batches_per_epoch"] = recipe.train_size / recipe.batch_size
     evaluation["batches_per_epoch"] = recipe.test_size / recipe.eval_batch_size
     return {"training batch": training, "evaluation batch": evaluation}

@@ -3,12 +3,13 @@
     python benchmarks/run.py [--quick] [--threads N] [--out benchmarks/results]
 
 Times every contender's training epoch (1000 images, batches of 128) and evaluation (10000 test
-images) in interleaved rounds after a warm-up, probes peak memory in fresh processes, measures
-this machine's GEMM peak and copy bandwidth, sweeps batch size, training-set size, kernel count
-and evaluation batch size, and profiles one training and one evaluation batch stage by stage.
+images) in interleaved rounds after a warm-up, with the floor of that work (``floor.py``) as
+one of them, probes peak memory in fresh processes, measures this machine's GEMM peak and copy
+bandwidth, sweeps batch size, training-set size, kernel count and evaluation batch size, and
+profiles one training and one evaluation batch stage by stage.
 Writes ``<out>/<machine>.json`` (and ``<machine>-scaling.png``) and prints a Markdown report.
-``--quick`` takes about 30 s: the three contenders the targets compare (notebook, numpy
-float32, PyTorch), two rounds, a short profile; no sweeps and no memory probes (written to
+``--quick`` takes about 30 s: the contenders the targets compare (notebook, numpy float32,
+PyTorch, the floor), two rounds, a short profile; no sweeps and no memory probes (written to
 ``<machine>-quick.json``).
 """
 
@@ -32,7 +33,7 @@ QUICK = {
     "profile_reps": 5,
     "no_scaling": True,
     "no_memory": True,
-    "contenders": "notebook,numpy-f32,pytorch",
+    "contenders": "notebook,numpy-f32,numpy-f32-threads1,pytorch,floor,floor-threads1",
 }
 
 
@@ -56,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--quick", action="store_true", help="about 30 s: the targets' three contenders, few rounds, no sweeps"
+        "--quick", action="store_true", help="about 30 s: the contenders of the targets, few rounds, no sweeps"
     )
     parser.add_argument(
         "--reps", type=positive, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})"
@@ -66,8 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--contenders",
-        help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-native, numpy-f64, numpy-book, "
-        "torch-f32, strict-f32, pytorch)",
+        help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-threads1, numpy-f32-native, "
+        "numpy-f64, numpy-book, torch-f32, strict-f32, pytorch, floor, floor-threads1)",
     )
     parser.add_argument(
         "--threads", type=positive, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)"
@@ -103,7 +104,7 @@ def measure_machine() -> dict:
 def compare_contenders(mnist, keys, args, peaks) -> dict:
     from benchmarks import compare, contenders, memory_probe
 
-    built = {key: contenders.build(key, mnist) for key in keys}
+    built = {key: contenders.build(key, mnist, args.threads) for key in keys}
     rounds = {key: args.notebook_reps if key == compare.NOTEBOOK else args.reps for key in keys}
     log(f"timing {len(keys)} contenders, interleaved: {rounds}")
     rows = compare.measure(built, rounds, peaks, log=log)
@@ -179,9 +180,8 @@ def run(args: argparse.Namespace) -> int:
         scaling.plot(swept, args.out / f"{stem}-scaling.png")
     profiled = None
     if not args.no_profile:
-        bandwidth, peak = machine["copy_bandwidth_gbs"], machine["gemm_peak_gflops"]["float32"]
         recipe = Config().validated()
-        profiled = section(loads, "profile", lambda: profile_stages.run(bandwidth, peak, args.profile_reps, recipe))
+        profiled = section(loads, "profile", lambda: profile_stages.run(args.profile_reps, recipe))
     settings = {
         key: getattr(args, key) for key in ("quick", "reps", "notebook_reps", "sweep_reps", "profile_reps", "threads")
     }

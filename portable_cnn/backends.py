@@ -1,18 +1,23 @@
 """The one place that knows array libraries: one :class:`Library` entry per backend in :data:`LIBRARIES`.
 
 An entry says which module to import and which pip extra brings it, how to parse and list its devices,
-how to copy an array to the host, how to wait for its device, whether that device is a GPU, and how
-to make the library's own random generator. :func:`get_backend` turns a name and a device into a
-:class:`Backend`, the array namespace ``xp`` (resolved here and nowhere else) with the device the
-run's arrays live on. Adding a backend is adding one entry.
+how to copy an array to the host, how to wait for its device, whether that device is a GPU, how
+to make the library's own random generator, and whether its CPU work gains from a pool of threads.
+:func:`get_backend` turns a name and a device into a :class:`Backend`, the array namespace ``xp``
+(resolved here and nowhere else) with the device the run's arrays live on; :func:`workers` gives
+the threads that share a batch's blocks and an evaluation's chunks. Adding a backend is adding one entry.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
+import functools
 import importlib
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +26,12 @@ import numpy as np
 from .errors import UserError
 
 # Test images per evaluation batch on each kind of device: small enough on a CPU for the hidden layer
-# to stay in cache (measured fastest, benchmarks/scaling.py), large on a GPU to amortise kernel launches.
-EVAL_BATCH = {"cpu": 128, "gpu": 2048}
+# to stay in cache (measured fastest with blocks and threads, benchmarks/README.md), large on a GPU to
+# amortise kernel launches.
+EVAL_BATCH = {"cpu": 64, "gpu": 2048}
+# Images per row block of a training batch: on a CPU few enough for a block's hidden-layer arrays to stay
+# in the caches (measured fastest, benchmarks/README.md); on a GPU the whole batch (None), few large kernels.
+BLOCK_SIZE = {"cpu": 32, "gpu": None}
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class Library:
     activate: Callable[[Any, Any], Any] = lambda module, device: contextlib.nullcontext()
     sync: Callable[[Any, Any], None] = lambda module, device: None
     native: Callable[[Any, Any, int], NativeGenerator] | None = None  # (module, device, seed) -> its own generator
+    pool: bool = False  # its CPU work gains from a pool of threads (it releases the GIL in loops and BLAS calls)
 
     def on_gpu(self, device: str | None) -> bool:
         """Whether ``--device`` names one of its GPUs (read from the text alone: nothing is imported)."""
@@ -68,11 +78,15 @@ class Backend:
     @contextlib.contextmanager
     def activated(self):
         """A context in which the library works on this backend's device (CuPy creates arrays on the current
-        device whatever ``device=`` says) and numpy's overflow warnings stay silent (a diverging run would warn
-        on every batch; the trainer reports divergence once, in one line)."""
+        device whatever ``device=`` says), numpy's overflow warnings stay silent (a diverging run would warn
+        on every batch; the trainer reports divergence once, in one line) and, for a library that uses
+        :class:`Workers`, BLAS runs on one thread (also for ``--book``'s whole batches: on a busy machine a
+        second BLAS thread stalls these small products)."""
+        blas = one_blas_thread() if self.library.pool else contextlib.nullcontext()
         with (
             self.library.activate(self.module, self.device),
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+            blas,
         ):
             yield self
 
@@ -254,6 +268,7 @@ LIBRARIES = {
             lambda module: ["cpu"],
             np.asarray,
             native=_numpy_native,
+            pool=True,
         ),
         Library(
             "cupy",
@@ -291,6 +306,7 @@ LIBRARIES = {
             _strict_devices,
             lambda array: np.asarray(array.to_device(array.__array_namespace__().Device("CPU_DEVICE"))),
             native=_numpy_native,
+            pool=True,
         ),
     )
 }
@@ -325,6 +341,74 @@ def get_backend(name: str = "numpy", device: str | None = None) -> Backend:
 def default_eval_batch(name: str, device: str | None) -> int:
     """Test images per evaluation batch when none is given: by the kind of device --device names."""
     return EVAL_BATCH["gpu" if library(name).on_gpu(device) else "cpu"]
+
+
+def default_block_size(name: str, device: str | None) -> int | None:
+    """Images per row block of a training batch when none is given (None: the whole batch)."""
+    return BLOCK_SIZE["gpu" if library(name).on_gpu(device) else "cpu"]
+
+
+def default_threads(name: str, device: str | None) -> int:
+    """Worker threads when none are given: the cores this process may run on, for a library that gains from them."""
+    entry = library(name)
+    if not entry.pool or entry.on_gpu(device):
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Workers:
+    """Threads that share a batch's blocks and an evaluation's chunks on a CPU, each with one BLAS thread.
+
+    :meth:`map` gives each thread one contiguous run of the items (the calling thread takes the
+    first) and returns the results in the items' order. With one worker the calling thread does
+    everything. While they run, BLAS is limited to one thread (``threadpoolctl``): two workers with
+    two BLAS threads each would be four threads on two cores. ``limit_blas=False`` leaves a
+    library's own threads alone (torch on a CPU, where no pool is used).
+    """
+
+    def __init__(self, count: int, limit_blas: bool = True):
+        self.count = count
+        self._limit_blas = limit_blas
+        self._pool = ThreadPoolExecutor(count - 1, thread_name_prefix="portable-cnn") if count > 1 else None
+
+    def map(self, fn, items: list) -> list:
+        with one_blas_thread() if self._limit_blas else contextlib.nullcontext():
+            if self._pool is None or len(items) < 2:
+                return _in_order(fn, items)
+            size = -(-len(items) // self.count)
+            runs = [items[start : start + size] for start in range(0, len(items), size)]
+            # each run in a copy of the caller's context: numpy's errstate (Backend.activated) lives there
+            others = [self._pool.submit(contextvars.copy_context().run, _in_order, fn, run) for run in runs[1:]]
+            results = _in_order(fn, runs[0])
+            for other in others:
+                results += other.result()
+            return results
+
+
+def _in_order(fn, items) -> list:
+    return [fn(item) for item in items]
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController  # finding the loaded BLAS libraries takes a while: once
+
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """A context in which BLAS runs on one thread (``threadpoolctl``), restored after."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+@functools.cache
+def workers(name: str, device: str | None, threads: int) -> Workers:
+    """The workers of a run (one set per process and setting): ``threads`` of them for a library whose CPU
+    work gains from a pool, else the calling thread alone with the library's own threads (GPUs, torch)."""
+    entry = library(name)
+    if not entry.pool or entry.on_gpu(device):
+        return Workers(1, limit_blas=False)
+    return Workers(threads)
 
 
 def to_host(array) -> np.ndarray:

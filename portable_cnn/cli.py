@@ -102,7 +102,17 @@ def _add_train_arguments(parser: argparse.ArgumentParser, sweep: bool = False):
     run.add_argument(
         "--eval-batch-size",
         type=_at_least(1),
-        help="test images per evaluation batch (default 128 on a CPU, 2048 on a GPU)",
+        help="test images per evaluation batch (default 64 on a CPU, 2048 on a GPU)",
+    )
+    run.add_argument(
+        "--block-size",
+        type=_at_least(1),
+        help="images per row block of a training batch (default 32 on a CPU, the whole batch on a GPU and with --book)",
+    )
+    run.add_argument(
+        "--threads",
+        type=_at_least(1),
+        help="worker threads on a CPU (default: the cores this process may use; 1: none)",
     )
     run.add_argument("--test-every", type=_at_least(1), help="evaluate every N epochs (default 1)")
     run.add_argument("--quiet", action="store_true", default=None, help="print nothing while training")
@@ -192,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_arguments(evaluate_parser)
     evaluate_parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
     evaluate_parser.add_argument("--test-size", type=_at_least(1), help="first N test images (default: all)")
-    evaluate_parser.add_argument("--eval-batch-size", type=_at_least(1), help="(default 128 on a CPU, 2048 on a GPU)")
+    evaluate_parser.add_argument("--eval-batch-size", type=_at_least(1), help="(default 64 on a CPU, 2048 on a GPU)")
     evaluate_parser.add_argument("--plot", metavar="OUT.png", help="also draw the confusion matrix")
     evaluate_parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     evaluate_parser.set_defaults(run=_evaluate)

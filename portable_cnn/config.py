@@ -29,7 +29,11 @@ class Config:
     train_size: int = 1000
     test_size: int = 10000
     seed: int = 1
-    eval_batch_size: int | None = None  # test images per evaluation batch: 128 on a CPU, 2048 on a GPU
+    eval_batch_size: int | None = None  # test images per evaluation batch: 64 on a CPU, 2048 on a GPU
+    block_size: int | None = (
+        None  # images per row block of a training batch: 32 on a CPU, the whole batch on a GPU and with --book
+    )
+    threads: int | None = None  # worker threads on a CPU: the cores this process may use (1: no pool); GPUs use none
     dtype: str | None = None  # float32, or float64 with --book
     test_every: int = 1
     quiet: bool = False
@@ -52,8 +56,11 @@ class Config:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            raise UserError(f"--eval-batch-size must be at least 1, not {self.eval_batch_size}")
+        for name in ("eval_batch_size", "block_size", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.book and self.block_size not in (None, self.batch_size):
+            raise UserError("--book computes whole batches, as the notebook does; drop --block-size")
         if output_side(self.kernel_size, self.book) < 1:
             raise UserError(f"--kernel-size {self.kernel_size} does not fit in a {IMAGE_SIDE}x{IMAGE_SIDE} image")
         for name in ("alpha", "kernel_alpha", "kernel_init", "weight_init"):
@@ -73,7 +80,14 @@ class Config:
         recipe = {**(BOOK_RECIPE if self.book else DEFAULT_RECIPE), "kernel_alpha": kernel_alpha}
         chosen = {name: value for name, value in recipe.items() if getattr(self, name) is None}
         eval_batch_size = self.eval_batch_size or backends.default_eval_batch(self.backend, self.device)
-        return dataclasses.replace(self, dtype=dtype, eval_batch_size=eval_batch_size, **chosen)
+        whole_batch = self.book or not backends.default_block_size(self.backend, self.device)
+        block_size = self.block_size or (
+            self.batch_size if whole_batch else backends.default_block_size(self.backend, self.device)
+        )
+        threads = self.threads or backends.default_threads(self.backend, self.device)
+        return dataclasses.replace(
+            self, dtype=dtype, eval_batch_size=eval_batch_size, block_size=block_size, threads=threads, **chosen
+        )
 
     def random_kind(self) -> str:
         """The run's random source (see :mod:`rng`): the notebook's stream with --book, else --rng."""

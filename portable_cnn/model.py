@@ -89,7 +89,8 @@ class ConvNet:
         windows, active = self.features(images)
         scale = ops.dropout_scale(keep_mask, KEEP_PROB, active.dtype)
         dropped = active * scale
-        return ops.softmax(dropped @ self.weights), Cache(windows, active, scale, dropped, keep_mask)
+        logits = ops.dense_in_slices(dropped, self.weights, self.num_kernels)
+        return ops.softmax(logits), Cache(windows, active, scale, dropped, keep_mask)
 
     def backward(self, cache: Cache, probabilities, targets, divisor: float = 1) -> Gradients:
         """Gradients of the batch's summed cross-entropy against one-hot ``targets``, divided by ``divisor``.
@@ -100,9 +101,31 @@ class ConvNet:
         output_delta = (probabilities - targets) / divisor
         backprop = output_delta @ self.weights.T
         hidden_delta = backprop * ops.dropped_tanh_derivative(cache.scale, cache.dropped, cache.active)
-        return Gradients(
-            ops.conv_kernel_gradient(cache.windows, hidden_delta, self.num_kernels), cache.dropped.T @ output_delta
-        )
+        kernel_gradient = ops.conv_kernel_gradient_by_image(cache.windows, hidden_delta, self.num_kernels)
+        return Gradients(kernel_gradient, cache.dropped.T @ output_delta)
+
+    def gradients(self, images, keep_mask, targets, divisor: float, block_size: int, run=None):
+        """A batch's softmax probabilities and the gradients :meth:`backward` gives, computed in row blocks.
+
+        Each block of ``block_size`` images takes its forward and backward pass alone, so that its
+        hidden-layer arrays stay in the caches; ``run(fn, blocks)`` computes them (in order by
+        default, or on a pool of threads, see ``backends.Workers``). The blocks' gradients are summed
+        in block order, so the result does not depend on how many threads ran them.
+        """
+        xp = array_namespace(images)
+
+        def block(span):
+            start, stop = span
+            probabilities, cache = self.forward(images[start:stop, ...], keep_mask[start:stop, ...])
+            return probabilities, self.backward(cache, probabilities, targets[start:stop, ...], divisor)
+
+        blocks = (run or _in_order)(block, ops.slices(images.shape[0], block_size))
+        if len(blocks) == 1:
+            return blocks[0]
+        kernels, weights = blocks[0][1]
+        for _, gradients in blocks[1:]:
+            kernels, weights = kernels + gradients.kernels, weights + gradients.weights
+        return xp.concat([probabilities for probabilities, _ in blocks]), Gradients(kernels, weights)
 
     def predict(self, images, batch_size: int = 1000):
         """Class indices for ``(N, 28, 28)``, ``(N, 784)`` or one ``(28, 28)`` image, host or device.
@@ -117,6 +140,10 @@ class ConvNet:
             for start, stop in ops.slices(images.shape[0], batch_size)
         ]
         return xp.concat(scores) if scores else xp.zeros((0,), dtype=xp.int64, device=device_of(self.weights))
+
+
+def _in_order(fn, items) -> list:
+    return [fn(item) for item in items]
 
 
 def as_model_images(images, like):

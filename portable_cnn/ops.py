@@ -48,6 +48,29 @@ def conv_kernel_gradient(windows, hidden_delta, num_kernels: int):
     return windows.T @ xp.reshape(hidden_delta, (-1, num_kernels))
 
 
+def conv_kernel_gradient_by_image(windows, hidden_delta, num_kernels: int):
+    """:func:`conv_kernel_gradient` as one product per image, summed: ``(B, k*k, P) @ (B, P, K)`` -> ``(k*k, K)``.
+
+    The same sums in another order. numpy releases the GIL only for products with more than a few
+    hundred outputs: the single product has ``k*k*K`` (144), the stack ``B`` times that, so blocks
+    of a batch compute it on several threads at once.
+    """
+    xp = array_namespace(windows, hidden_delta)
+    batch = hidden_delta.shape[0]
+    per_image = xp.permute_dims(xp.reshape(xp.permute_dims(windows, (1, 0)), (windows.shape[1], batch, -1)), (1, 0, 2))
+    return xp.sum(per_image @ xp.reshape(hidden_delta, (batch, -1, num_kernels)), axis=0)
+
+
+def dense_in_slices(hidden, weights, slices: int):
+    """``hidden @ weights`` as the sum of ``slices`` partial products over equal runs of hidden units:
+    ``(S, B, H/S) @ (S, H/S, C)`` summed over ``S``. The same sums in another order; for a small block
+    ``B * C`` outputs are too few for numpy to release the GIL, ``S * B * C`` are not (see
+    :func:`conv_kernel_gradient_by_image`)."""
+    xp = array_namespace(hidden, weights)
+    parts = xp.permute_dims(xp.reshape(hidden, (hidden.shape[0], slices, -1)), (1, 0, 2))
+    return xp.sum(parts @ xp.reshape(weights, (slices, -1, weights.shape[1])), axis=0)
+
+
 def tanh_derivative(activation):
     """d tanh(z) / dz expressed through the activation ``t = tanh(z)``: ``1 - t**2``."""
     return 1 - activation**2

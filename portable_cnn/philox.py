@@ -19,7 +19,9 @@ Each block (one Philox call) yields four 32-bit words; the ``n`` words of a requ
 words of blocks ``0, 1, ...`` in order, so a shorter request is a prefix of a longer one.
 ``stream`` separates uses (e.g. 0 = kernel init, 1 = weight init, 2 = dropout) and ``step`` is
 the batch counter: distinct ``(stream, step)`` pairs occupy distinct counter words and never
-overlap, whatever the sizes requested.
+overlap, whatever the sizes requested. :func:`bernoulli_steps` gives the masks of many
+consecutive steps (an epoch's batches) from one Philox call, bit-identical to one
+:func:`bernoulli` per step.
 
 Portability. The standard has ``uint32`` but PyTorch lacks full ``uint32`` arithmetic, and the
 standard leaves integer overflow unspecified, so one formulation is used on every backend:
@@ -44,6 +46,7 @@ __all__ = [
     "random_bits",
     "uniform",
     "bernoulli",
+    "bernoulli_steps",
 ]
 
 MASK32 = 0xFFFFFFFF
@@ -151,12 +154,20 @@ def _seed_key(seed):
     return (seed & MASK32, seed >> 32)
 
 
+def _int64_arange(xp, start, stop, step=1, *, device):
+    """``arange(start, stop, step)`` as int64 on ``device``; refuses a library that narrows int64 silently."""
+    values = xp.arange(start, stop, step, dtype=xp.int64, device=device)
+    if values.dtype != xp.int64:  # e.g. JAX without 64-bit mode: the words would be truncated
+        raise ValueError(f"Philox needs int64 arrays, but {xp.__name__} gave {values.dtype}; enable 64-bit integers")
+    return values
+
+
 def _blocks(xp, nblocks, *, seed, stream, step, device):
     """The 4 output words of blocks 0..nblocks-1, as 4 int64 arrays of shape (nblocks,)."""
     key = _seed_key(seed)
     stream = _check_word("stream", stream)
     step = _check_word("step", step)
-    idx = xp.arange(nblocks, dtype=xp.int64, device=device)
+    idx = _int64_arange(xp, 0, nblocks, device=device)
     if nblocks <= (1 << 32):
         lo, hi = idx, 0
     else:
@@ -256,15 +267,20 @@ def _dyadic_keep(xp, words, k, m, *, device):
     Field ``i`` of word ``w`` is bits ``[m*i, m*i + m)``; it gives sample ``i * nwords + w``
     (field-major, so every elementwise op runs over long contiguous rows) and is ``True`` iff
     the field's value is ``< k``, tested without shifting as
-    ``word & (2**m - 1) << m*i < k << m*i``.
+    ``word & (2**m - 1) << m*i < k << m*i``. When ``m`` divides 8 the fields are tested on the
+    words' four bytes as uint8 (8x less memory traffic than int64; the same bits).
     """
-    per_word = 32 // m
-    offsets = xp.arange(0, per_word * m, m, dtype=xp.int64, device=device)
-    field_masks = xp.bitwise_left_shift(xp.full_like(offsets, (1 << m) - 1), offsets)
-    thresholds = xp.bitwise_left_shift(xp.full_like(offsets, k), offsets)
-    fields = words[None, :] & field_masks[:, None]
-    keep = fields < thresholds[:, None]
-    return xp.reshape(keep, (per_word * words.shape[0],))
+    if 8 % m == 0:
+        byte_offsets = _int64_arange(xp, 0, 32, 8, device=device)
+        octets = xp.astype((words[None, :] >> byte_offsets[:, None]) & 0xFF, xp.uint8)  # (4, nwords)
+        words, per_word, dtype = octets, 8 // m, xp.uint8
+    else:
+        words, per_word, dtype = words[None, :], 32 // m, xp.int64
+    offsets = xp.arange(0, per_word * m, m, dtype=dtype, device=device)
+    field_masks = xp.bitwise_left_shift(xp.full((per_word,), (1 << m) - 1, dtype=dtype, device=device), offsets)
+    thresholds = xp.bitwise_left_shift(xp.full((per_word,), k, dtype=dtype, device=device), offsets)
+    keep = (words[:, None, :] & field_masks[:, None]) < thresholds[:, None]  # (rows, fields, nwords)
+    return xp.reshape(keep, (32 // m * words.shape[-1],))
 
 
 def bernoulli(xp, shape, p, *, seed, stream, step, device=None):
@@ -292,3 +308,139 @@ def bernoulli(xp, shape, p, *, seed, stream, step, device=None):
     if keep.shape[0] != n:
         keep = keep[:n]
     return xp.reshape(keep, shape)
+
+
+# bernoulli_steps(): at most this many words per Philox call (32 MiB per int64 word array), so
+# that peak memory stays bounded on large epochs; the book's protocol (8 batches) takes one call.
+WORDS_PER_CALL = 1 << 22
+
+
+def bernoulli_steps(xp, shapes, p, *, seed, stream, first_step, device=None, words_per_call=WORDS_PER_CALL):
+    """The keep-masks of consecutive steps, mask ``i`` of ``shapes[i]`` at step ``first_step + i``.
+
+    Mask ``i`` equals ``bernoulli(xp, shapes[i], p, seed=seed, stream=stream,
+    step=first_step + i, device=device)`` bit for bit, but the random words of many steps come
+    from one Philox call (an epoch's batches: one call instead of one per batch, far fewer
+    kernel launches on a GPU). Returns a :class:`KeepMasks` sequence that unpacks each mask only
+    when it is indexed or iterated, so one batch's mask is alive at a time.
+    """
+    shapes_sizes = [_shape(shape) for shape in shapes]
+    first_step = _check_word("first_step", first_step)
+    if shapes_sizes:
+        _check_word("last step (first_step + len(shapes) - 1)", first_step + len(shapes_sizes) - 1)
+    words_per_call = operator.index(words_per_call)
+    if words_per_call < 4:
+        raise ValueError(f"words_per_call must be >= 4, got {words_per_call}")
+    return KeepMasks(
+        xp,
+        shapes_sizes,
+        _bernoulli_plan(p),
+        _seed_key(seed),
+        _check_word("stream", stream),
+        first_step,
+        device,
+        words_per_call,
+    )
+
+
+class KeepMasks:
+    """The masks of :func:`bernoulli_steps`: a sequence computed in chunks of consecutive steps.
+
+    Each chunk of consecutive steps (all of them when their words fit ``words_per_call``) takes one
+    Philox call; the most recent chunk's words are kept, each mask is unpacked when asked for.
+    """
+
+    def __init__(self, xp, shapes_sizes, plan, key, stream, first_step, device, words_per_call):
+        self._xp, self._plan, self._key, self._stream = xp, plan, key, stream
+        self._first_step, self._device = first_step, device
+        self._shapes = [shape for shape, _ in shapes_sizes]
+        per_word = 32 // plan[2] if plan[0] == "dyadic" else int(plan[0] == "word")  # samples per word (0: none)
+        self._nwords = [-(-size // per_word) if per_word else 0 for _, size in shapes_sizes]
+        self._sizes = [size for _, size in shapes_sizes]
+        nblocks = [-(-n // 4) for n in self._nwords]
+        if max(nblocks, default=0) > 1 << 32:  # the block index is counter word 0 alone (32 bits)
+            raise ValueError(f"a mask of {4 * max(nblocks)} words exceeds the 2**32 Philox blocks of a step")
+        self._chunks = _chunks(nblocks, max(words_per_call // 4, 1))
+        self._chunk_of, self._word_start = [], []  # per step: its chunk, where its words begin in it
+        for chunk, (first, stop) in enumerate(self._chunks):
+            start = 0
+            for index in range(first, stop):
+                self._chunk_of.append(chunk)
+                self._word_start.append(start)
+                start += 4 * nblocks[index]  # each step's words start at its block 0
+        self._cached = None  # (chunk index, its words in block order: int64 of shape (4 * nblocks,))
+
+    def __len__(self):
+        return len(self._shapes)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __getitem__(self, index):
+        index = operator.index(index)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"mask {index} of {len(self)}")
+        xp, plan, shape, size = self._xp, self._plan, self._shapes[index], self._sizes[index]
+        if plan[0] == "const":
+            make = xp.ones if plan[1] else xp.zeros
+            return make(shape, dtype=xp.bool, device=self._device)
+        start = self._word_start[index]
+        words = self._chunk_words(index)[start : start + self._nwords[index]]
+        if plan[0] == "word":
+            keep = words < plan[1]
+        else:
+            keep = _dyadic_keep(xp, words, plan[1], plan[2], device=self._device)
+            if keep.shape[0] != size:
+                keep = keep[:size]
+        return xp.reshape(keep, shape)
+
+    def _chunk_words(self, index):
+        """The words of the chunk that holds step ``index`` (made by one Philox call, kept until the next chunk)."""
+        chunk = self._chunk_of[index]
+        if self._cached is None or self._cached[0] != chunk:
+            self._cached = None  # let the previous chunk go before the next is made
+            first, stop = self._chunks[chunk]
+            self._cached = (chunk, self._philox_words(first, stop))
+        return self._cached[1]
+
+    def _philox_words(self, first, stop):
+        """The words of steps ``first..stop-1`` (each step's blocks 0, 1, ...), from one Philox call."""
+        xp, device = self._xp, self._device
+        block_index, step = [], []
+        begin = self._first_step + first
+        for nblocks, run in _runs([-(-n // 4) for n in self._nwords[first:stop]]):
+            grid = (run, nblocks)
+            indices = _int64_arange(xp, 0, nblocks, device=device)
+            steps = _int64_arange(xp, begin, begin + run, device=device)
+            block_index.append(xp.reshape(xp.broadcast_to(indices[None, :], grid), (run * nblocks,)))
+            step.append(xp.reshape(xp.broadcast_to(steps[:, None], grid), (run * nblocks,)))
+            begin += run
+        block_index, step = xp.concat(block_index), xp.concat(step)
+        blocks = philox4x32(xp, (block_index, 0, step, self._stream), self._key)
+        return xp.reshape(xp.stack(blocks, axis=1), (4 * block_index.shape[0],))
+
+
+def _runs(counts):
+    """``(count, run length)`` for each run of equal consecutive counts."""
+    runs = []
+    for count in counts:
+        if runs and runs[-1][0] == count:
+            runs[-1][1] += 1
+        else:
+            runs.append([count, 1])
+    return [tuple(run) for run in runs]
+
+
+def _chunks(nblocks, limit):
+    """``(first, stop)`` ranges of consecutive steps whose blocks total at most ``limit`` (at least one step each)."""
+    chunks, first, total = [], 0, 0
+    for index, count in enumerate(nblocks):
+        if index > first and total + count > limit:
+            chunks.append((first, index))
+            first, total = index, 0
+        total += count
+    if first < len(nblocks):
+        chunks.append((first, len(nblocks)))
+    return chunks

@@ -171,9 +171,10 @@ def _flag(name: str, value) -> str:
 def config_from_checkpoint(saved: checkpoint.Checkpoint, **changes) -> Config:
     """The Config to resume ``saved``: its recipe and run settings, ``resume`` set to its path, then ``changes``.
 
-    Display settings (quiet, progress) are not inherited; ``save`` defaults to the checkpoint's own path.
+    Display settings (quiet, progress) and the machine's threads are not inherited; ``save`` defaults to the
+    checkpoint's own path.
     """
-    known = {field.name for field in dataclasses.fields(Config)} - {"quiet", "progress", "resume", "save"}
+    known = {field.name for field in dataclasses.fields(Config)} - {"quiet", "progress", "resume", "save", "threads"}
     base = {name: value for name, value in saved.config.items() if name in known}
     try:
         config = Config(**{**base, "resume": saved.path, "save": saved.path})

@@ -206,6 +206,8 @@ def execute(config: Config, threads: int | None) -> dict | None:
 
     if pathlib.Path(config.save).is_file():
         config = dataclasses.replace(config, resume=config.save)
+    if threads is not None and config.threads is None:
+        config = dataclasses.replace(config, threads=threads)  # the run's own worker threads: this worker's share too
     if threads is not None and config.backend == "torch":
         import torch
 

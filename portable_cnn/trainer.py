@@ -12,7 +12,7 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
-from . import book, ops
+from . import backends, book, ops
 from .config import Config, output_side
 from .errors import UserError
 from .model import KEEP_PROB, NUM_CLASSES, ConvNet
@@ -129,12 +129,19 @@ def batches(config: Config, train_size: int) -> list[tuple[int, int]]:
     return ops.slices(trained, config.batch_size)
 
 
-def correct_predictions(model: ConvNet, images, labels, batch_size: int):
-    """Correct predictions over a labelled set, in bounded-memory batches (a device scalar)."""
+def correct_predictions(model: ConvNet, images, labels, batch_size: int, workers: backends.Workers | None = None):
+    """Correct predictions over a labelled set, in bounded-memory batches shared by ``workers`` (a device scalar)."""
     xp = array_namespace(model.weights)
     correct = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
-    for start, stop in ops.slices(images.shape[0], batch_size):
-        correct = correct + ops.count_correct(model.logits(images[start:stop, ...]), labels[start:stop, ...])
+
+    def count(span):
+        start, stop = span
+        return ops.count_correct(model.logits(images[start:stop, ...]), labels[start:stop, ...])
+
+    for counted in (workers or backends.Workers(1, limit_blas=False)).map(
+        count, ops.slices(images.shape[0], batch_size)
+    ):
+        correct = correct + counted
     return correct
 
 
@@ -152,7 +159,7 @@ def fit(
     Returns None when every epoch ran, or the :class:`Position` reached when a callback set
     ``stop_training`` (looked at before each epoch and each batch; the callbacks' ``on_stop`` then ran).
     """
-    forward, backward = (book.forward, book.backward) if config.book else (ConvNet.forward, ConvNet.backward)
+    workers = backends.workers(config.backend, config.device, config.threads)
     optimiser = SGD(weight_rate=config.alpha, kernel_rate=config.kernel_alpha)
     spans = batches(config, data.train_size)
     state = TrainState(model, config, random_source, history, spans, start)
@@ -180,15 +187,22 @@ def fit(
                     seconds = resumed.seconds + time.perf_counter() - started
                     stopped = Position(epoch, index, int(correct), float(loss), seconds)
                     break
-                targets = data.train_targets[begin:end, ...]
-                probabilities, cache = forward(model, data.train_images[begin:end, ...], keep_mask)
-                optimiser.step(model, backward(model, cache, probabilities, targets, config.batch_size * (end - begin)))
+                targets, images = data.train_targets[begin:end, ...], data.train_images[begin:end, ...]
+                divisor = config.batch_size * (end - begin)
+                if config.book:
+                    probabilities, cache = book.forward(model, images, keep_mask)
+                    gradients = book.backward(model, cache, probabilities, targets, divisor)
+                else:
+                    probabilities, gradients = model.gradients(
+                        images, keep_mask, targets, divisor, config.block_size, workers.map
+                    )
+                optimiser.step(model, gradients)
                 correct = correct + ops.count_correct(probabilities, data.train_labels[begin:end, ...])
                 loss = loss + ops.cross_entropy_sum(probabilities, targets, floor)
                 _notify(callbacks, "on_batch_end", state, end - begin)
             if stopped is not None:
                 break
-            record = _epoch_record(model, data, config, epoch, correct, loss, resumed.seconds - started)
+            record = _epoch_record(model, data, config, workers, epoch, correct, loss, resumed.seconds - started)
             history.append(record)
             _notify(callbacks, "on_epoch_end", state, record)
         if stopped is not None:
@@ -199,7 +213,7 @@ def fit(
 
 
 def _epoch_record(
-    model, data: DeviceData, config: Config, epoch: int, correct, loss, clock_offset: float
+    model, data: DeviceData, config: Config, workers, epoch: int, correct, loss, clock_offset: float
 ) -> EpochRecord:
     """The epoch's figures on the host, evaluating the test set if this epoch is due; its seconds are
     ``time.perf_counter() + clock_offset`` once evaluated."""
@@ -208,7 +222,7 @@ def _epoch_record(
     train_acc = int(correct) / float(data.train_size)  # the book divides by every image, trained or not
     test_acc = None
     if evaluated:
-        test_correct = correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size)
+        test_correct = correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers)
         test_acc = int(test_correct) / float(data.test_images.shape[0])
     seconds = time.perf_counter() + clock_offset
     speed = trained / seconds if seconds > 0 else 0.0

@@ -131,6 +131,42 @@ def test_backward_matches_finite_differences(tiny):
     np.testing.assert_allclose(to_host(halved.weights), expected_weights / 2, rtol=1e-6, atol=1e-8)
 
 
+def test_products_by_image_and_by_slice_equal_the_single_products(tiny):
+    """The forms that let numpy release the GIL compute the same sums as the single products."""
+    backend, host, dev = tiny
+    windows = ops.patches(dev["images"], 3, 5)
+    hidden_delta = backend.asarray(np.random.default_rng(1).normal(size=(3, 5 * 5 * 2)))
+    np.testing.assert_allclose(
+        to_host(ops.conv_kernel_gradient_by_image(windows, hidden_delta, 2)),
+        to_host(ops.conv_kernel_gradient(windows, hidden_delta, 2)),
+        rtol=1e-12,
+        atol=1e-14,
+    )
+    hidden = backend.asarray(np.random.default_rng(2).normal(size=(3, 50)))
+    for slices in (1, 2, 5):
+        np.testing.assert_allclose(
+            to_host(ops.dense_in_slices(hidden, dev["weights"], slices)),
+            to_host(hidden) @ host["weights"],
+            rtol=1e-12,
+            atol=1e-14,
+        )
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3])
+def test_blocked_gradients_are_the_batchs_gradients(tiny, block_size):
+    backend, host, dev = tiny
+    model = model_of(dev)
+    targets = ops.one_hot(dev["labels"], NUM_CLASSES, backend.dtype("float64"))
+    probabilities, cache = model.forward(dev["images"], dev["keep"])
+    whole = model.backward(cache, probabilities, targets, divisor=6)
+    blocked_probabilities, blocked = model.gradients(dev["images"], dev["keep"], targets, 6, block_size)
+    np.testing.assert_allclose(to_host(blocked_probabilities), to_host(probabilities), rtol=1e-12, atol=1e-15)
+    for name in ("kernels", "weights"):
+        np.testing.assert_allclose(
+            to_host(getattr(blocked, name)), to_host(getattr(whole, name)), rtol=1e-12, atol=1e-15
+        )
+
+
 def test_sgd_steps_each_layer_down_its_gradient_at_its_rate(tiny):
     backend, host, dev = tiny
     model = model_of(dev)

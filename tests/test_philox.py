@@ -17,7 +17,7 @@ from array_api_compat import numpy as np_xp
 
 from portable_cnn import philox
 from portable_cnn.backends import LIBRARIES, to_host
-from portable_cnn.philox import bernoulli, philox4x32, random_bits, uniform
+from portable_cnn.philox import bernoulli, bernoulli_steps, philox4x32, random_bits, uniform
 
 from .conftest import backend_or_skip
 
@@ -248,6 +248,147 @@ def test_module_imports_no_array_library():
     assert imported <= {"__future__", "math", "operator", "fractions"}, imported
 
 
+# ------------------------------------------------------------------ many steps in one call
+
+# the default recipe's epoch (7 batches of 128, one of 104) and some awkward shapes
+EPOCH_SHAPES = [(128, 10816)] * 7 + [(104, 10816)]
+SMALL_EPOCH_SHAPES = [(16, 676)] * 3 + [(13, 676)]
+ODD_SHAPES = [(3, 5), (0, 7), (), (33,), (3, 5), (2, 2, 2), (31,)]
+
+
+def _per_step(xp, shapes, p, first_step, device=None):
+    return [
+        bernoulli(xp, shape, p, seed=0xABCDEF0123, stream=2, step=first_step + i, device=device)
+        for i, shape in enumerate(shapes)
+    ]
+
+
+def _steps(xp, shapes, p, first_step, device=None, **kw):
+    return bernoulli_steps(xp, shapes, p, seed=0xABCDEF0123, stream=2, first_step=first_step, device=device, **kw)
+
+
+def _assert_same_masks(got, want, device=None):
+    assert len(got) == len(want)
+    for i, (a, b) in enumerate(zip(got, want)):
+        if device is not None:
+            assert a.device == device, i
+        a, b = to_numpy(a), to_numpy(b)
+        assert a.shape == b.shape and a.dtype == b.dtype == np.bool_, i
+        np.testing.assert_array_equal(a, b, err_msg=f"mask {i}")
+
+
+@pytest.mark.parametrize("p", [0.5, 0.25, 0.75, 3 / 8, 0.3, 12345 / 65536, 0.0, 1.0])
+def test_bernoulli_steps_equal_the_per_step_masks(xp, p):
+    epoch = EPOCH_SHAPES if p == 0.5 else SMALL_EPOCH_SHAPES  # the recipe's full epoch at its p
+    for shapes, first_step in [(epoch, 7 * 299), (ODD_SHAPES, 2**32 - len(ODD_SHAPES))]:
+        got = list(_steps(xp, shapes, p, first_step))
+        _assert_same_masks(got, _per_step(xp, shapes, p, first_step))
+        _assert_same_masks(got, _per_step(np_xp, shapes, p, first_step))  # and across libraries
+
+
+@pytest.mark.parametrize("words_per_call", [4, 1000, 43264, 43265, 5 * 43264])
+def test_bernoulli_steps_in_chunks_equal_the_per_step_masks(words_per_call):
+    shapes = EPOCH_SHAPES[:3] + ODD_SHAPES + EPOCH_SHAPES[-2:]
+    masks = _steps(np_xp, shapes, 0.5, 11, words_per_call=words_per_call)
+    want = _per_step(np_xp, shapes, 0.5, 11)
+    _assert_same_masks(list(masks), want)
+    # random access, backwards and with negative indices, crosses chunks in any order
+    for i in reversed(range(len(shapes))):
+        np.testing.assert_array_equal(masks[i], want[i])
+        np.testing.assert_array_equal(masks[i - len(shapes)], want[i])
+
+
+def test_bernoulli_steps_on_a_non_default_strict_device():
+    """Every array is created with device=: array-api-strict refuses to mix its devices."""
+    array_api_strict = pytest.importorskip("array_api_strict")
+    device = array_api_strict.Device("device1")
+    for p in (0.5, 0.25, 3 / 8, 0.3, 1.0):
+        shapes = EPOCH_SHAPES[-2:] + ODD_SHAPES
+        got = list(_steps(array_api_strict, shapes, p, 5, device=device))
+        _assert_same_masks(got, _per_step(array_api_strict, shapes, p, 5, device=device), device)
+        _assert_same_masks(got, _per_step(np_xp, shapes, p, 5))
+
+
+def test_generation_reads_nothing_back_to_the_host(monkeypatch):
+    """No __bool__/__int__/__float__/__index__/__array__/__dlpack__ on the arrays while masks are made."""
+    array_api_strict = pytest.importorskip("array_api_strict")
+    reads = []
+
+    def forbid(name):
+        def read(self, *args, **kwargs):
+            reads.append(name)
+            raise AssertionError(f"host read {name} during generation")
+
+        return read
+
+    device = array_api_strict.Device("device1")
+    conversions = ["__bool__", "__int__", "__float__", "__index__", "__complex__", "__array__", "__dlpack__"]
+    masks = []
+    with monkeypatch.context() as patch:
+        for name in conversions:
+            patch.setattr(array_api_strict._array_object.Array, name, forbid(name), raising=False)
+        for p in (0.5, 3 / 8, 0.3):
+            masks += list(_steps(array_api_strict, EPOCH_SHAPES, p, 3, device=device, words_per_call=50000))
+            masks += [bernoulli(array_api_strict, (7, 9), p, seed=1, stream=0, step=2, device=device)]
+    assert reads == []
+    assert len(masks) == 3 * (len(EPOCH_SHAPES) + 1)
+
+
+def test_an_epoch_of_masks_takes_one_philox_call_and_unpacks_lazily(monkeypatch):
+    calls = []
+    real = philox.philox4x32
+
+    def counting(*args, **kwargs):
+        calls.append(args[1][0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(philox, "philox4x32", counting)
+    masks = bernoulli_steps(np_xp, EPOCH_SHAPES, 0.5, seed=1, stream=0, first_step=0, device=None)
+    assert len(masks) == len(EPOCH_SHAPES) and calls == []  # nothing drawn before a mask is asked for
+    for mask, shape in zip(masks, EPOCH_SHAPES):
+        assert mask.shape == shape
+    assert calls == [(sum(math.prod(s) // 32 // 4 for s in EPOCH_SHAPES),)]
+    calls.clear()
+    list(bernoulli_steps(np_xp, EPOCH_SHAPES, 0.5, seed=1, stream=0, first_step=0, words_per_call=2 * 43264))
+    assert len(calls) == 4  # bounded memory: two batches' words per call
+
+
+def test_bernoulli_steps_bad_arguments():
+    kw = {"seed": 0, "stream": 0}
+    with pytest.raises(ValueError, match="last step"):
+        bernoulli_steps(np_xp, [(2,)] * 3, 0.5, first_step=2**32 - 2, **kw)
+    bernoulli_steps(np_xp, [(2,)] * 3, 0.5, first_step=2**32 - 3, **kw)  # the last step fits
+    for bad in ({"first_step": -1}, {"first_step": 0, "words_per_call": 3}, {"first_step": 0.5}):
+        with pytest.raises((ValueError, TypeError)):
+            bernoulli_steps(np_xp, [(2,)], 0.5, **kw, **bad)
+    with pytest.raises(ValueError):
+        bernoulli_steps(np_xp, [(2,)], 1.5, first_step=0, **kw)
+    with pytest.raises(ValueError, match="2\\*\\*32 Philox blocks"):  # checked before anything is drawn
+        bernoulli_steps(np_xp, [(2**38,)], 0.3, first_step=0, **kw)
+    masks = bernoulli_steps(np_xp, [(2,)], 0.5, first_step=0, **kw)
+    with pytest.raises(IndexError):
+        masks[1]
+    assert list(bernoulli_steps(np_xp, [], 0.5, first_step=2**32 - 1, **kw)) == []
+
+
+def test_a_library_that_narrows_int64_is_refused():
+    """JAX without 64-bit mode hands back int32 for int64: Philox would be truncated, so it refuses."""
+
+    class Narrowing:
+        __name__ = "narrowing"
+
+        def __getattr__(self, name):
+            return getattr(np_xp, name)
+
+        def arange(self, *args, dtype=None, device=None):
+            return np_xp.arange(*args, dtype=np_xp.int32, device=device)
+
+    with pytest.raises(ValueError, match="int64"):
+        list(bernoulli_steps(Narrowing(), [(4, 4)], 0.5, seed=0, stream=0, first_step=0))
+    with pytest.raises(ValueError, match="int64"):
+        random_bits(Narrowing(), 8, seed=0, stream=0, step=0)
+
+
 # ------------------------------------------------------------------ determinism
 
 
@@ -406,3 +547,21 @@ def test_bernoulli_half_is_balanced_per_bit_and_independent_across_steps():
     # dropout at stream 2 is unrelated to the same step at stream 1
     other = bernoulli(np_xp, n, 0.5, seed=3, stream=1, step=0)
     assert abs((masks[0] == other).mean() - 0.5) < SIGMA * 0.5 / math.sqrt(n)
+
+
+def test_the_trainers_numbering_is_bernoulli_steps_from_first_step_advancing_by_batches_minus_one():
+    """The random source's masks, drawn as the trainer draws them (zip with the batches), are
+    ``bernoulli_steps`` with ``first_step`` = the source's step, which then advances by
+    ``len(shapes) - 1``: an epoch's last batch and the next epoch's first share a step."""
+    from portable_cnn.rng import PortableRandom
+
+    backend = backend_or_skip("numpy")
+    random = PortableRandom(backend, 7)
+    spans = [(0, 16), (16, 32), (32, 45)]  # batches of 16, 16 and 13 rows
+    shapes = [(stop - start, 50) for start, stop in spans]
+    for _ in range(3):  # epochs
+        first_step = random.step
+        drawn = [mask for _, mask in zip(spans, random.keep_masks(shapes, 0.5))]
+        want = bernoulli_steps(backend.xp, shapes, 0.5, seed=7, stream=0, first_step=first_step, device=backend.device)
+        _assert_same_masks(drawn, list(want))
+        assert random.step == first_step + len(shapes) - 1

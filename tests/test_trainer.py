@@ -118,6 +118,9 @@ def test_predict_takes_host_or_device_images_of_any_layout(mnist):
         ({"rng": "mersenne"}, "--rng"),
         ({"backend": "jax"}, "unknown backend"),
         ({"device": "cuda"}, "CPU only"),
+        ({"block_size": 0}, "--block-size"),
+        ({"threads": 0}, "--threads"),
+        ({"book": True, "block_size": 16}, "whole batches"),
     ],
 )
 def test_impossible_configurations_say_what_is_wrong(mnist, change, message):
