@@ -181,6 +181,7 @@ CONTENDERS = {
     "numpy-book": Spec("portable-cnn numpy --book", portable, {"book": True}),
     "torch-f32": Spec("portable-cnn torch CPU float32", portable, {"backend": "torch", "device": "cpu"}),
     "strict-f32": Spec("portable-cnn array-api-strict float32", portable, {"backend": "array-api-strict"}),
+    "jax-f32": Spec("portable-cnn jax CPU float32 (jit step)", portable, {"backend": "jax", "device": "cpu"}),
     "pytorch": Spec("PyTorch idiomatic CPU float32", pytorch, {"device": "cpu"}),
     "floor": Spec("floor: the epoch's matmuls and tanh alone, float32", floor, {}),
     "floor-threads1": Spec("floor on one thread", floor, {"threads": 1}),

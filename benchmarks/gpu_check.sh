@@ -1,30 +1,34 @@
 #!/usr/bin/env bash
-# The GPU check in one call, for a machine with an NVIDIA GPU, CuPy and CUDA PyTorch:
-#   1. makes the package importable (array-api-compat from benchmarks/wheels if missing),
-#   2. runs the gpu-marked tests (pytest -m gpu: cupy and torch CUDA),
-#   3. times 300 epochs of the default recipe and of --book on cupy against PyTorch CUDA
-#      (benchmarks/gpu_bench.py), writing its JSON to --out.
+# The GPU check as one prepared command, for the lent machine (an NVIDIA GPU with cupy, CUDA torch and JAX's
+# CUDA plugin, no internet) within 10 minutes:
+#   1. array-api-compat and array-api-strict from the wheels carried in benchmarks/wheels (into a temporary folder),
+#   2. pytest -m gpu -rs: the gpu-marked tests on cupy, torch CUDA and jax GPU; a skipped test counts as a failure,
+#   3. benchmarks/gpu_checks.py: no host sync in the batch loop (torch sync debug mode "error",
+#      cupyx.allow_synchronize(False), jax.transfer_guard_device_to_host("disallow")), Philox bits equal to numpy's, 5 float32
+#      epochs within 0.005 test accuracy of numpy, 1 float64 epoch within 1e-10, a mid-epoch stop and resume,
+#      and `info`, `--device cuda:1` and CUDA_VISIBLE_DEVICES="" each ending in one line,
+#   4. benchmarks/gpu_bench.py: 300-epoch trainings timed (cupy, torch CUDA, jax, the PyTorch peer, --book), and
+#      the mask, the step and the evaluation timed apart; its JSON goes to --out.
+# Every stage runs (each under its own time limit); the exit status is 1 if any failed.
 #
-# usage: benchmarks/gpu_check.sh [--dry-run] [--out DIR] [--data-dir DIR] [--epochs N] [--reps N]
-#   --dry-run   check the GPU, the dependencies and the data, and say what would run; run nothing.
-#               On a machine without a GPU it says so and exits 0.
-#   --data-dir  the MNIST IDX folder (default: $PORTABLE_CNN_DATA_DIR, else ../shared/data/mnist, else the
-#               book's subset embedded in the package, which is all the check needs).
+# usage: benchmarks/gpu_check.sh [--dry-run] [--out DIR] [--epochs N] [--reps N]
+#   --dry-run  the whole script on this machine's CPU with stand-ins (array-api-strict's "device1" for cupy, torch
+#              and jax on the CPU), tiny sizes, pytest only collecting the gpu tests; a test runs it.
+#   --out      where the results go (default: $OUT if set, else benchmarks/results).
 #
-# Preparing an offline GPU machine (which lacks array-api-compat), on a machine with internet:
-#   pip download array-api-compat threadpoolctl -d benchmarks/wheels      (add pytest if it lacks that too)
-# then copy the checkout with benchmarks/wheels/ (git ignores it: never commit wheels).
-set -euo pipefail
+# Preparing the checkout, where there is internet (git ignores the folder; the device tool's `carry` takes it):
+#   pip download array-api-compat array-api-strict -d benchmarks/wheels --no-deps
+# The data (the book's subset embedded in the package) and the book's output (tests/data) are in the repository.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-out="benchmarks/results"
+out="${OUT:-benchmarks/results}"
 dry_run=0
 bench_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --out) out="$2"; shift ;;
-    --data-dir) export PORTABLE_CNN_DATA_DIR="$(cd "$2" && pwd)"; shift ;;
     --epochs|--reps) bench_args+=("$1" "$2"); shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -34,53 +38,60 @@ done
 
 python="${PYTHON:-python3}"
 wheels="benchmarks/wheels"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's portable_cnn, installed or not
-if [ -z "${PORTABLE_CNN_DATA_DIR:-}" ] && [ -d ../shared/data/mnist ]; then
-  export PORTABLE_CNN_DATA_DIR="$(cd ../shared/data/mnist && pwd)"
-fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's portable_cnn and benchmarks
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX would take 75% of the GPU's memory, leaving cupy and torch little
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+mode=()
+[ "$dry_run" = 1 ] && mode=(--dry-run)
+started=$SECONDS
+failed=()
 
 say() { echo "gpu_check: $*"; }
 
-# 1. Is there a GPU at all? And the data?
-if ! command -v nvidia-smi >/dev/null 2>&1 || ! gpus="$(nvidia-smi -L 2>/dev/null)" || [ -z "$gpus" ]; then
-  say "no NVIDIA GPU on this machine (nvidia-smi finds none); nothing to run"
-  [ "$dry_run" = 1 ] && exit 0 || exit 1
-fi
-say "found: $gpus"
-say "data: ${PORTABLE_CNN_DATA_DIR:-the embedded book subset}"
+stage() {  # stage NAME SECONDS COMMAND...: run it under a time limit (none in a dry run), log it, note a failure
+  local name="$1" limit="$2"
+  [ "$dry_run" = 1 ] && limit=3600  # a shared CPU may be slow: the dry run proves the steps, not the time
+  shift 2
+  say "== $name (at most ${limit} s) =="
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$out/gpu-check-$name.log"
+  local status=${PIPESTATUS[0]}
+  [ "$status" = 124 ] && say "$name ran past ${limit} s"
+  if [ "$status" != 0 ]; then failed+=("$name"); fi
+  say "$name: exit $status after $(( SECONDS - started )) s in all"
+}
 
-# 2. Python modules: the GPU libraries must be there; pure-Python dependencies may come from $wheels.
-missing_installable=()
-for module in cupy torch; do
-  "$python" -c "import $module" 2>/dev/null || { say "python module '$module' is missing; install it for this CUDA"; exit 1; }
-done
-for pair in array_api_compat:array-api-compat threadpoolctl:threadpoolctl pytest:pytest; do
-  module="${pair%%:*}"; package="${pair#*:}"
-  "$python" -c "import $module" 2>/dev/null || missing_installable+=("$package")
-done
-if [ ${#missing_installable[@]} -gt 0 ]; then
-  prepare="pip download ${missing_installable[*]} -d $wheels   (where there is internet; copy $wheels here)"
-  if [ "$dry_run" = 1 ] && ls "$wheels"/*.whl >/dev/null 2>&1; then
-    say "missing ${missing_installable[*]}: would install them from $wheels"
-  elif [ "$dry_run" = 1 ]; then
-    say "missing ${missing_installable[*]} and $wheels has no wheels; prepare them with: $prepare"
-  elif ! "$python" -m pip install --no-index --find-links "$wheels" "${missing_installable[@]}"; then
-    say "missing ${missing_installable[*]}, and $wheels cannot provide them; prepare them with:"
-    say "  $prepare"
+# 1. The pure-Python dependencies: the carried wheels first, else what is installed.
+if ls "$wheels"/*.whl >/dev/null 2>&1; then
+  "$python" -m pip install -q --no-index --no-deps --target "$work/site" "$wheels"/*.whl || { say "cannot install $wheels/*.whl"; exit 1; }
+  export PYTHONPATH="$work/site:$PYTHONPATH"
+  say "installed from $wheels: $(cd "$wheels" && ls -- *.whl | tr '\n' ' ')"
+fi
+for pair in array_api_compat:array-api-compat array_api_strict:array-api-strict threadpoolctl:threadpoolctl pytest:pytest; do
+  module="${pair%%:*}"
+  if ! version=$("$python" -c "import $module; print($module.__version__)" 2>/dev/null); then
+    say "python module '$module' is missing; where there is internet: pip download ${pair#*:} -d $wheels --no-deps"
     exit 1
   fi
-fi
+  say "$module $version"
+done
+[ "$dry_run" = 1 ] || nvidia-smi -L || say "nvidia-smi finds no GPU (the stages below will say what fails)"
 
+# 2. The gpu-marked tests; benchmarks.no_skips turns any skip into a failure. The dry run only collects them.
 if [ "$dry_run" = 1 ]; then
-  say "would run: $python -m pytest -m gpu -q, then benchmarks/gpu_bench.py ${bench_args[*]:-} --out $out"
-  exec "$python" benchmarks/gpu_bench.py --dry-run "${bench_args[@]}"
+  stage pytest 120 "$python" -m pytest -m gpu -rs -q -p no:cacheprovider -p benchmarks.no_skips --collect-only
+else
+  stage pytest 240 "$python" -m pytest -m gpu -rs -q -p no:cacheprovider -p benchmarks.no_skips
 fi
 
-# 3. The gpu-marked tests, then the timings (run even if a test failed: the JSON records it).
-mkdir -p "$out"
-set +e
-"$python" -m pytest -m gpu -q -p no:cacheprovider
-tests=$?
-set -e
-"$python" benchmarks/gpu_bench.py --out "$out" --tests-exit-code "$tests" "${bench_args[@]}"
-[ "$tests" = 0 ] || { say "the gpu-marked tests failed (pytest exit $tests)"; exit 1; }
+# 3. The checks, then 4. the timings.
+stage checks 150 "$python" benchmarks/gpu_checks.py "${mode[@]}"
+stage timings 180 "$python" benchmarks/gpu_bench.py "${mode[@]}" --out "$out" "${bench_args[@]}"
+
+if [ ${#failed[@]} -gt 0 ]; then
+  say "FAILED: ${failed[*]} (logs in $out) after $(( SECONDS - started )) s"
+  exit 1
+fi
+say "all stages passed in $(( SECONDS - started )) s (logs in $out)"

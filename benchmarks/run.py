@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--contenders",
         help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-threads1, numpy-f32-native, "
-        "numpy-f64, numpy-book, torch-f32, strict-f32, pytorch, floor, floor-threads1)",
+        "numpy-f64, numpy-book, torch-f32, strict-f32, jax-f32, pytorch, floor, floor-threads1)",
     )
     parser.add_argument(
         "--threads", type=positive, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)"

@@ -50,6 +50,8 @@ class Library:
     activate: Callable[[Any, Any], Any] = lambda module, device: contextlib.nullcontext()
     sync: Callable[[Any, Any], None] = lambda module, device: None
     native: Callable[[Any, Any, int], NativeGenerator] | None = None  # (module, device, seed) -> its own generator
+    compile: Callable[[Any, Callable], Callable] | None = None  # (module, pure function) -> one compiled call
+    array_module: str | None = None  # the top module of its array type, where it is not ``module`` (jax: jaxlib)
     pool: bool = False  # its CPU work gains from a pool of threads (it releases the GIL in loops and BLAS calls)
 
     def on_gpu(self, device: str | None) -> bool:
@@ -252,6 +254,68 @@ def _cupy_native(cupy, device, seed: int) -> NativeGenerator:
     )
 
 
+# --- jax ------------------------------------------------------------------------------------------------
+
+JAX_PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "tpu": "tpu"}  # --device prefix -> JAX's platform
+
+
+def _jax_device(jax, device: str | None):
+    """cpu, cuda[:N] / gpu[:N] (NVIDIA or AMD) or tpu[:N], checked against the devices JAX sees."""
+    prefix, _, number = str(device or "cpu").partition(":")
+    if prefix not in JAX_PLATFORMS or not (number.isdigit() or number == ""):
+        raise UserError(f"unknown jax device '{device}'; use cpu, cuda:N, gpu:N or tpu:N")
+    try:
+        found = jax.devices(JAX_PLATFORMS[prefix])
+    except RuntimeError as error:  # JAX has no such platform here (no CUDA plugin, no TPU)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(
+            f"jax sees no {prefix} device for '{device}' ({reason}); use --device cpu, or install "
+            "'portable-cnn[jax-cuda13]' for NVIDIA GPUs"
+        ) from None
+    index = int(number or 0)
+    if index >= len(found):
+        raise UserError(f"jax sees {len(found)} {prefix} device(s); '{device}' does not exist")
+    return found[index]
+
+
+def _jax_devices(jax) -> list[str]:
+    names = []
+    for platform in ("cpu", "gpu", "tpu"):
+        try:
+            names += [
+                f"{'cuda' if device.platform == 'gpu' else device.platform}:{device.id}"
+                for device in jax.devices(platform)
+            ]
+        except RuntimeError:
+            continue
+    return names
+
+
+@contextlib.contextmanager
+def _jax_activate(jax, device):
+    """64-bit integers and floats (Philox's int64 words, --dtype float64) and the run's device, for this run only:
+    JAX's global default (32 bits) is left as it was."""
+    with jax.enable_x64(True), jax.default_device(device):
+        yield
+
+
+def _jax_sync(jax, device):
+    """Wait for the device: a trivial computation queued after the run's work is ready only when that work is."""
+    jax.block_until_ready(jax.device_put(0, device) + 0)
+
+
+def _jax_native(jax, device, seed: int) -> NativeGenerator:
+    """JAX's own threefry keys: draw ``i`` uses ``fold_in(key(seed), i)``, so the state is a count."""
+    state = {"draws": 0}
+
+    def draw(shape, dtype, to_device):
+        key = jax.random.fold_in(jax.random.key(seed), state["draws"])
+        state["draws"] += 1
+        return jax.device_put(jax.random.uniform(key, shape, dtype=getattr(jax.numpy, dtype)), device)
+
+    return NativeGenerator("jax", draw, lambda: dict(state), lambda saved: state.update(draws=int(saved["draws"])))
+
+
 def _compat(name: str):
     return lambda module: importlib.import_module(f"array_api_compat.{name}")
 
@@ -298,6 +362,21 @@ LIBRARIES = {
             native=_torch_native,
         ),
         Library(
+            "jax",
+            "jax",
+            "'portable-cnn[jax]' (CPU) or 'portable-cnn[jax-cuda13]' (NVIDIA GPU)",
+            lambda jax: importlib.import_module("jax.numpy"),
+            _jax_device,
+            _jax_devices,
+            np.asarray,
+            gpu="cuda",
+            activate=_jax_activate,
+            sync=_jax_sync,
+            native=_jax_native,
+            compile=lambda jax, function: jax.jit(function),
+            array_module="jaxlib",
+        ),
+        Library(
             "array-api-strict",
             "array_api_strict",
             "'portable-cnn[test]'",
@@ -341,6 +420,12 @@ def get_backend(name: str = "numpy", device: str | None = None) -> Backend:
 def default_eval_batch(name: str, device: str | None) -> int:
     """Test images per evaluation batch when none is given: by the kind of device --device names."""
     return EVAL_BATCH["gpu" if library(name).on_gpu(device) else "cpu"]
+
+
+def library_of(array) -> Library | None:
+    """The registry entry of an array's library, found by the module of its type (None for other arrays)."""
+    root = type(array).__module__.partition(".")[0]
+    return next((entry for entry in LIBRARIES.values() if root in (entry.module, entry.array_module)), None)
 
 
 def default_block_size(name: str, device: str | None) -> int | None:
@@ -415,11 +500,23 @@ def to_host(array) -> np.ndarray:
     """A numpy copy of an array of any backend (for saving and printing), found by the array's module."""
     if isinstance(array, np.ndarray):
         return array
-    root = type(array).__module__.partition(".")[0]
-    for entry in LIBRARIES.values():
-        if entry.module == root:
-            return entry.to_host(array)
-    return np.asarray(array)  # other buffer- or DLPack-capable arrays
+    entry = library_of(array)
+    return np.asarray(array) if entry is None else entry.to_host(array)  # others: buffer- or DLPack-capable
+
+
+def compiled(function: Callable, library: str) -> Callable:
+    """``function`` compiled whole by the named library where it offers that (``jax.jit``), else itself:
+    the same math, one call instead of one dispatch per operation."""
+    entry = LIBRARIES.get(library)
+    if entry is None or entry.compile is None:
+        return function
+    return entry.compile(importlib.import_module(entry.module), function)
+
+
+def library_name(array) -> str:
+    """The backend name of an array's library ('' for an array of no registered library)."""
+    entry = library_of(array)
+    return "" if entry is None else entry.name
 
 
 def describe_backends() -> list[dict]:

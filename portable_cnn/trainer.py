@@ -5,6 +5,7 @@ callbacks do that. Device scalars come to the host once per epoch, never inside 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,20 +130,63 @@ def batches(config: Config, train_size: int) -> list[tuple[int, int]]:
     return ops.slices(trained, config.batch_size)
 
 
+@functools.lru_cache(maxsize=64)
+def batch_correct(library: str, kernel_size: int, positions: int):
+    """``count(kernels, weights, images, labels)``: one batch's correct predictions, compiled where the
+    library compiles (one function object per network shape, so a compiled one is reused every epoch)."""
+
+    def count(kernels, weights, images, labels):
+        return ops.count_correct(ConvNet(kernels, weights, kernel_size, positions).logits(images), labels)
+
+    return backends.compiled(count, library)
+
+
 def correct_predictions(model: ConvNet, images, labels, batch_size: int, workers: backends.Workers | None = None):
     """Correct predictions over a labelled set, in bounded-memory batches shared by ``workers`` (a device scalar)."""
     xp = array_namespace(model.weights)
+    count_batch = batch_correct(backends.library_name(model.weights), model.kernel_size, model.positions)
     correct = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
 
     def count(span):
         start, stop = span
-        return ops.count_correct(model.logits(images[start:stop, ...]), labels[start:stop, ...])
+        return count_batch(model.kernels, model.weights, images[start:stop, ...], labels[start:stop, ...])
 
     for counted in (workers or backends.Workers(1, limit_blas=False)).map(
         count, ops.slices(images.shape[0], batch_size)
     ):
         correct = correct + counted
     return correct
+
+
+@functools.lru_cache(maxsize=64)
+def train_step(
+    library: str,
+    book_recipe: bool,
+    batch_size: int,
+    block_size,
+    optimiser: SGD,
+    kernel_size: int,
+    positions: int,
+    workers,
+):
+    """``step(kernels, weights, images, targets, labels, keep_mask, correct, loss, floor)``: one batch's forward
+    pass, gradients and SGD update, and its counts added on the device; pure (new arrays in, new arrays out),
+    so that a library that compiles (``jax.jit``) runs the whole step as one call. The math is model's and book's."""
+
+    def step(kernels, weights, images, targets, labels, keep_mask, correct, loss, floor):
+        model = ConvNet(kernels, weights, kernel_size, positions)
+        divisor = batch_size * images.shape[0]
+        if book_recipe:
+            probabilities, cache = book.forward(model, images, keep_mask)
+            gradients = book.backward(model, cache, probabilities, targets, divisor)
+        else:
+            probabilities, gradients = model.gradients(images, keep_mask, targets, divisor, block_size, workers.map)
+        optimiser.step(model, gradients)
+        correct = correct + ops.count_correct(probabilities, labels)
+        loss = loss + ops.cross_entropy_sum(probabilities, targets, floor)
+        return model.kernels, model.weights, correct, loss
+
+    return backends.compiled(step, library)
 
 
 def fit(
@@ -161,6 +205,16 @@ def fit(
     """
     workers = backends.workers(config.backend, config.device, config.threads)
     optimiser = SGD(weight_rate=config.alpha, kernel_rate=config.kernel_alpha)
+    step = train_step(
+        backends.library_name(model.weights),
+        config.book,
+        config.batch_size,
+        config.block_size,
+        optimiser,
+        model.kernel_size,
+        model.positions,
+        workers,
+    )
     spans = batches(config, data.train_size)
     state = TrainState(model, config, random_source, history, spans, start)
     xp, where = array_namespace(model.weights), device_of(model.weights)
@@ -187,18 +241,17 @@ def fit(
                     seconds = resumed.seconds + time.perf_counter() - started
                     stopped = Position(epoch, index, int(correct), float(loss), seconds)
                     break
-                targets, images = data.train_targets[begin:end, ...], data.train_images[begin:end, ...]
-                divisor = config.batch_size * (end - begin)
-                if config.book:
-                    probabilities, cache = book.forward(model, images, keep_mask)
-                    gradients = book.backward(model, cache, probabilities, targets, divisor)
-                else:
-                    probabilities, gradients = model.gradients(
-                        images, keep_mask, targets, divisor, config.block_size, workers.map
-                    )
-                optimiser.step(model, gradients)
-                correct = correct + ops.count_correct(probabilities, data.train_labels[begin:end, ...])
-                loss = loss + ops.cross_entropy_sum(probabilities, targets, floor)
+                model.kernels, model.weights, correct, loss = step(
+                    model.kernels,
+                    model.weights,
+                    data.train_images[begin:end, ...],
+                    data.train_targets[begin:end, ...],
+                    data.train_labels[begin:end, ...],
+                    keep_mask,
+                    correct,
+                    loss,
+                    floor,
+                )
                 _notify(callbacks, "on_batch_end", state, end - begin)
             if stopped is not None:
                 break
@@ -215,18 +268,21 @@ def fit(
 def _epoch_record(
     model, data: DeviceData, config: Config, workers, epoch: int, correct, loss, clock_offset: float
 ) -> EpochRecord:
-    """The epoch's figures on the host, evaluating the test set if this epoch is due; its seconds are
-    ``time.perf_counter() + clock_offset`` once evaluated."""
+    """The epoch's figures on the host, evaluating the test set if this epoch is due, brought over in one transfer;
+    its seconds are ``time.perf_counter() + clock_offset`` once they are on the host."""
     evaluated = epoch % config.test_every == 0 or epoch + 1 == config.epochs
     trained = batches(config, data.train_size)[-1][1]
-    train_acc = int(correct) / float(data.train_size)  # the book divides by every image, trained or not
-    test_acc = None
+    counts = [correct, loss]
     if evaluated:
-        test_correct = correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers)
-        test_acc = int(test_correct) / float(data.test_images.shape[0])
+        counts.append(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers))
+    xp = array_namespace(loss)
+    # One stacked read in the loss's dtype: counts up to 2**24 (MNIST has 70000 images) are exact in float32.
+    figures = backends.to_host(xp.stack([xp.astype(count, loss.dtype) for count in counts])).tolist()
+    train_acc = int(figures[0]) / float(data.train_size)  # the book divides by every image, trained or not
+    test_acc = int(figures[2]) / float(data.test_images.shape[0]) if evaluated else None
     seconds = time.perf_counter() + clock_offset
     speed = trained / seconds if seconds > 0 else 0.0
-    return EpochRecord(epoch, train_acc, test_acc, float(loss) / max(trained, 1), seconds, speed)
+    return EpochRecord(epoch, train_acc, test_acc, figures[1] / max(trained, 1), seconds, speed)
 
 
 def _notify(callbacks, hook: str, *arguments) -> None:

@@ -1,6 +1,7 @@
 """Shared fixtures: the real MNIST files and every backend of the registry (GPU ones marked ``gpu``,
 skipped without one)."""
 
+import contextlib
 import os
 import pathlib
 
@@ -33,12 +34,24 @@ def _backend_params():
 BACKENDS = _backend_params()
 
 
+_ACTIVATED = contextlib.ExitStack()  # the backends the running test works with, activated until it ends
+
+
+@pytest.fixture(autouse=True)
+def _deactivate_backends():
+    yield
+    _ACTIVATED.close()
+
+
 def backend_or_skip(name, device=None):
-    """The backend, or a skip that says what is missing (cupy, a GPU, torch)."""
+    """The backend, activated for the rest of the test as train() and the command line activate theirs (jax's
+    64-bit integers for Philox, the device), or a skip that says what is missing (cupy, a GPU, torch, jax)."""
     try:
-        return get_backend(name, device)
+        backend = get_backend(name, device)
     except UserError as error:
         pytest.skip(str(error))
+    _ACTIVATED.enter_context(backend.activated())
+    return backend
 
 
 @pytest.fixture(params=BACKENDS)

@@ -70,7 +70,7 @@ def test_info_lists_every_backend():
         (["--alpha", "-2"], "--alpha"),
         (["--dtype", "float16"], "--dtype"),
         (["--book", "--dtype", "float32"], "float64"),
-        (["--backend", "jax"], "--backend"),
+        (["--backend", "mxnet"], "--backend"),
         (["--backend", "numpy", "--device", "cuda"], "CPU only"),
         (["--rng", "mt"], "--rng"),
         (["--bogus"], "unrecognized arguments"),

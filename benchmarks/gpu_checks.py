@@ -1,0 +1,273 @@
+"""The GPU check's proofs (stage 3 of benchmarks/gpu_check.sh), one PASS/FAIL line each, on every GPU library.
+
+    python benchmarks/gpu_checks.py [--dry-run]
+
+For cupy, torch CUDA and jax GPU: no host synchronisation inside the batch loop (each batch runs under
+the library's own guard: ``cupyx.allow_synchronize(False)``, ``torch.cuda.set_sync_debug_mode("error")``,
+``jax.transfer_guard_device_to_host("disallow")``), Philox words, floats and masks equal to numpy's, five float32
+epochs within 0.005 test accuracy of numpy's, one float64 epoch within 1e-10 of numpy's parameters, a
+run stopped in mid-epoch that resumes to the straight run, and the command line's ``info``,
+``--device cuda:1`` and ``CUDA_VISIBLE_DEVICES=""`` each ending in one line. ``--dry-run`` runs the same
+checks on CPU stand-ins (array-api-strict's emulated "device1" for cupy, torch and jax on the CPU) at
+small sizes; there a stand-in that is not installed is skipped, on the GPU machine it fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from portable_cnn import Callback, Config, UserError, get_backend, load_mnist, philox, train  # noqa: E402 (after the sys.path line)
+from portable_cnn.backends import LIBRARIES, to_host  # noqa: E402 (after the sys.path line)
+from portable_cnn.runs import Interrupted  # noqa: E402 (after the sys.path line)
+
+GPU_TARGETS = (("cupy", "cuda:0"), ("torch", "cuda:0"), ("jax", "cuda:0"))
+STAND_INS = (("array-api-strict", "device1"), ("torch", "cpu"), ("jax", "cpu"))
+DRY_CLI_TARGETS = (("numpy", None), ("torch", None))  # libraries here that must refuse a GPU in one line
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """How much each check trains: the book's protocol on the GPU, a small slice for the dry run."""
+
+    train_size: int
+    test_size: int
+    float32_epochs: int
+
+
+GPU_SIZES = Sizes(train_size=1000, test_size=10000, float32_epochs=5)
+DRY_SIZES = Sizes(train_size=256, test_size=1000, float32_epochs=2)
+FLOAT32_TOLERANCE = 0.005  # test accuracy, against numpy's, per epoch
+FLOAT64_TOLERANCE = 1e-10  # parameters, against numpy's, after one epoch
+
+
+class Report:
+    """PASS/FAIL/SKIP lines as the checks go; the exit status is 1 if any failed."""
+
+    def __init__(self):
+        self.failures = 0
+
+    def line(self, status: str, name: str, detail: str = "") -> None:
+        self.failures += status == "FAIL"
+        print(f"{status} {name}{': ' + detail if detail else ''}", flush=True)
+
+    def check(self, name: str, run, *arguments) -> None:
+        """Run ``run(*arguments)`` (returns a detail string, raises AssertionError or anything else on failure)."""
+        try:
+            self.line("PASS", name, run(*arguments))
+        except AssertionError as error:
+            self.line("FAIL", name, str(error))
+        except Exception as error:
+            last = traceback.extract_tb(error.__traceback__)[-1]
+            self.line("FAIL", name, f"{type(error).__name__}: {error} (at {Path(last.filename).name}:{last.lineno})")
+
+
+@contextlib.contextmanager
+def no_host_sync(backend):
+    """Inside, any host synchronisation or transfer on ``backend``'s device raises (the library's own guard);
+    on a CPU stand-in without one, nothing is guarded (tests/test_syncs.py counts host reads there)."""
+    if backend.name == "cupy":
+        import cupyx
+
+        with cupyx.allow_synchronize(False):
+            yield
+    elif backend.name == "torch" and backend.device.type == "cuda":
+        import torch
+
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    elif backend.name == "jax":
+        import jax
+
+        with jax.transfer_guard_device_to_host("disallow"):  # a scalar operand's upload is no sync; a read is
+            yield
+    else:
+        yield
+
+
+class GuardEachBatch(Callback):
+    """Runs every batch (its forward, gradients, update and device-side counts) inside :func:`no_host_sync`."""
+
+    def __init__(self, backend):
+        self.backend, self.batches, self._guard = backend, 0, None
+
+    def on_batch_begin(self, state):
+        self._guard = contextlib.ExitStack()
+        self._guard.enter_context(no_host_sync(self.backend))
+
+    def on_batch_end(self, state, images):
+        self._close()
+        self.batches += 1
+
+    def on_train_end(self, state):
+        self._close()
+
+    def _close(self):
+        if self._guard is not None:
+            guard, self._guard = self._guard, None
+            guard.close()
+
+
+class StopAt(Callback):
+    """Asks the run to stop when it reaches batch ``batch`` of epoch ``epoch``."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch, self._looks = epoch, batch, 0
+
+    def on_batch_begin(self, state):
+        per_epoch = len(state.batches)
+        if self._looks == self.epoch * per_epoch + self.batch:
+            state.stop_training = True
+        self._looks += 1
+
+
+def config(sizes: Sizes, **settings) -> Config:
+    return Config(train_size=sizes.train_size, test_size=sizes.test_size, quiet=True, **settings)
+
+
+def parameter_gap(first, second) -> float:
+    """The largest absolute difference between two models' parameters."""
+    return max(
+        float(np.max(np.abs(to_host(getattr(first, name)).astype(np.float64) - to_host(getattr(second, name)))))
+        for name in ("kernels", "weights")
+    )
+
+
+def test_accuracies(history) -> list[float]:
+    return [record.test_acc for record in history]
+
+
+def check_no_sync(backend, device, sizes: Sizes, mnist, book: bool) -> str:
+    guard = GuardEachBatch(backend)
+    train(config(sizes, epochs=1, book=book, backend=backend.name, device=device), mnist, callbacks=(guard,))
+    assert guard.batches > 0, "no batch ran"
+    return f"{guard.batches} batches without a host sync"
+
+
+def check_philox(backend, device) -> str:
+    from array_api_compat import numpy as np_xp
+
+    draws = {
+        "words": lambda ns, where: philox.random_bits(ns, 1001, seed=2**40 + 7, stream=3, step=5, device=where),
+        "float32": lambda ns, where: philox.uniform(
+            ns, (13, 77), seed=1, stream=1, step=0, dtype=ns.float32, device=where
+        ),
+        "float64": lambda ns, where: philox.uniform(
+            ns, (13, 77), seed=1, stream=2, step=0, dtype=ns.float64, device=where
+        ),
+        "mask p=0.5": lambda ns, where: philox.bernoulli(ns, (128, 10816), 0.5, seed=1, stream=0, step=9, device=where),
+        "mask p=0.3": lambda ns, where: philox.bernoulli(ns, (7, 129), 0.3, seed=1, stream=0, step=9, device=where),
+    }
+    with backend.activated():
+        for name, draw in draws.items():
+            got, wanted = to_host(draw(backend.xp, backend.device)), to_host(draw(np_xp, "cpu"))
+            assert got.dtype == wanted.dtype and np.array_equal(got, wanted), f"{name} differ from numpy's"
+    return f"{', '.join(draws)} equal to numpy's, bit for bit"
+
+
+def check_float32(backend, device, sizes: Sizes, mnist, reference) -> str:
+    run = train(config(sizes, epochs=sizes.float32_epochs, backend=backend.name, device=device), mnist)
+    gaps = [abs(a - b) for a, b in zip(test_accuracies(run.history), test_accuracies(reference.history))]
+    assert max(gaps) <= FLOAT32_TOLERANCE, f"test accuracy {max(gaps):.4f} from numpy's (allowed {FLOAT32_TOLERANCE})"
+    return f"{len(gaps)} epochs, test accuracy at most {max(gaps):.4f} from numpy's"
+
+
+def check_float64(backend, device, sizes: Sizes, mnist, reference) -> str:
+    run = train(config(sizes, epochs=1, dtype="float64", backend=backend.name, device=device), mnist)
+    gap = parameter_gap(run.model, reference.model)
+    assert gap <= FLOAT64_TOLERANCE, f"parameters {gap:.3g} from numpy's (allowed {FLOAT64_TOLERANCE:g})"
+    return f"parameters {gap:.3g} from numpy's after one epoch"
+
+
+def check_resume(backend, device, sizes: Sizes, mnist) -> str:
+    settings = config(sizes, epochs=2, dtype="float64", backend=backend.name, device=device)
+    straight = train(settings, mnist)
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "stopped.npz")
+        try:
+            train(dataclasses.replace(settings, save=path), mnist, callbacks=(StopAt(epoch=1, batch=1),))
+            raise AssertionError("the run did not stop")
+        except Interrupted as stopped:
+            assert (stopped.epoch, stopped.batch) == (1, 1), f"stopped at epoch {stopped.epoch}, batch {stopped.batch}"
+        resumed = train(dataclasses.replace(settings, resume=path, save=path), mnist)
+    assert test_accuracies(resumed.history) == test_accuracies(straight.history), "the resumed run's lines differ"
+    gap = parameter_gap(resumed.model, straight.model)
+    assert gap <= FLOAT64_TOLERANCE, f"parameters {gap:.3g} from the straight run's"
+    return f"stopped at epoch 1 batch 1, resumed: the straight run's lines, parameters within {gap:.3g}"
+
+
+def ends_in_one_line(arguments: list[str], environment: dict, may_succeed: bool) -> str:
+    """``portable-cnn ARGUMENTS`` ends cleanly: no traceback, and a refusal says why in exactly one line on stderr."""
+    command = [sys.executable, "-m", "portable_cnn", *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **environment}, timeout=120)
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, f"a traceback: {output.strip().splitlines()[-1]}"
+    if done.returncode == 0:
+        assert may_succeed, "it succeeded where it should have refused"
+        return "ran"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, f"{len(lines)} lines on stderr: {done.stderr.strip()!r}"
+    return lines[0]
+
+
+def cli_checks(report: Report, targets, sizes: Sizes) -> None:
+    small = ["--epochs", "1", "--train-size", str(sizes.train_size), "--test-size", str(sizes.test_size)]
+    hidden = {"CUDA_VISIBLE_DEVICES": ""}
+    report.check("info", ends_in_one_line, ["info"], {}, True)
+    report.check('info with CUDA_VISIBLE_DEVICES=""', ends_in_one_line, ["info"], hidden, True)
+    for name, _ in targets:
+        second_gpu = ["train", "--backend", name, "--device", "cuda:1", *small]
+        report.check(f"{name} --device cuda:1", ends_in_one_line, second_gpu, {}, True)
+        no_gpu = ["train", "--backend", name, "--device", "cuda", *small]
+        report.check(f'{name} --device cuda with CUDA_VISIBLE_DEVICES=""', ends_in_one_line, no_gpu, hidden, False)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks/gpu_checks.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="CPU stand-ins at small sizes")
+    args = parser.parse_args(argv)
+    targets, sizes = (STAND_INS, DRY_SIZES) if args.dry_run else (GPU_TARGETS, GPU_SIZES)
+    report = Report()
+    mnist = load_mnist(None)
+    reference32 = train(config(sizes, epochs=sizes.float32_epochs), mnist)
+    reference64 = train(config(sizes, epochs=1, dtype="float64"), mnist)
+    for name, device in targets:
+        if name not in LIBRARIES:
+            report.line("SKIP" if args.dry_run else "FAIL", name, "not a backend of this package")
+            continue
+        try:
+            backend = get_backend(name, device)
+        except UserError as error:
+            report.line("SKIP" if args.dry_run else "FAIL", f"{name} {device}", str(error))
+            continue
+        label = f"{name} {device}"
+        report.check(f"{label}: no host sync in the batch loop", check_no_sync, backend, device, sizes, mnist, False)
+        report.check(
+            f"{label}: no host sync in the batch loop (--book)", check_no_sync, backend, device, sizes, mnist, True
+        )
+        report.check(f"{label}: Philox bits", check_philox, backend, device)
+        report.check(f"{label}: float32", check_float32, backend, device, sizes, mnist, reference32)
+        report.check(f"{label}: float64", check_float64, backend, device, sizes, mnist, reference64)
+        report.check(f"{label}: stop and resume", check_resume, backend, device, sizes, mnist)
+    cli_checks(report, DRY_CLI_TARGETS if args.dry_run else targets, sizes)
+    print(f"gpu_checks: {report.failures} failed", flush=True)
+    return 1 if report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""JAX as a backend: its devices, 64-bit numbers for this run only, the compiled step against the eager one,
+checkpoints that continue across numpy, torch and jax, and the notebook's lines on JAX's CPU."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from portable_cnn import Config, UserError, backends, get_backend, train
+from portable_cnn.backends import to_host
+
+from .conftest import backend_or_skip
+
+jax = pytest.importorskip("jax")
+SMALL = Config(epochs=2, train_size=256, test_size=300, quiet=True)
+
+
+def test_64_bits_are_on_inside_the_run_only():
+    backend = get_backend("jax")
+    with backend.activated():
+        assert backend.xp.arange(3, dtype=backend.xp.int64).dtype == backend.xp.int64
+    assert not jax.config.jax_enable_x64  # the user's global setting is left as it was
+
+
+@pytest.mark.parametrize("device", ["cuda:x", "npu:0", "cpu:3"])
+def test_bad_jax_devices_are_one_line(device):
+    with pytest.raises(UserError) as error:
+        get_backend("jax", device)
+    assert "\n" not in str(error.value) and device in str(error.value)
+
+
+def test_the_compiled_step_equals_the_eager_one(mnist, monkeypatch):
+    compiled = train(dataclasses.replace(SMALL, backend="jax"), mnist)
+    eager_jax = dataclasses.replace(backends.LIBRARIES["jax"], compile=None)
+    monkeypatch.setitem(backends.LIBRARIES, "jax", eager_jax)
+    eager = train(dataclasses.replace(SMALL, backend="jax", seed=1), mnist)
+    assert [r.line() for r in compiled.history] == [r.line() for r in eager.history]
+    np.testing.assert_allclose(to_host(compiled.model.weights), to_host(eager.model.weights), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("first", "then"), [("numpy", "jax"), ("jax", "numpy"), ("jax", "torch"), ("torch", "jax")])
+def test_a_checkpoint_continues_across_libraries(mnist, tmp_path, first, then):
+    """float64 and the same Philox stream: the continued run matches numpy's straight run to 1e-10."""
+    backend_or_skip(first)
+    backend_or_skip(then)
+    config = dataclasses.replace(SMALL, dtype="float64")
+    straight = train(config, mnist)
+    path = str(tmp_path / "one.npz")
+    train(dataclasses.replace(config, epochs=1, save=path, backend=first), mnist)
+    resumed = train(dataclasses.replace(config, resume=path, save=path, backend=then), mnist)
+    assert [r.line() for r in resumed.history] == [r.line() for r in straight.history]
+    for name in ("kernels", "weights"):
+        np.testing.assert_allclose(
+            to_host(getattr(resumed.model, name)), to_host(getattr(straight.model, name)), rtol=0, atol=1e-10
+        )
+
+
+@pytest.mark.slow
+def test_book_lines_on_jax_cpu_through_the_collapse(mnist, book_lines):
+    """The notebook's first 30 lines (its dynamics collapse and recover around epochs 15-25), bit for bit."""
+    history = train(Config(book=True, epochs=30, backend="jax", quiet=True), mnist).history
+    assert [record.line() for record in history] == book_lines[:30]

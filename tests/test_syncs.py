@@ -1,0 +1,88 @@
+"""No host synchronisation inside the batch loop, proven without a GPU: every conversion of an array to the host
+is counted while an epoch's batches run (there must be none), and after them (one stacked read per epoch).
+
+The arrays are array-api-strict's on its emulated "device1"; a conversion is any of ``__bool__``, ``__int__``,
+``__float__``, ``__complex__``, ``__index__``, ``__array__``, ``__dlpack__``, ``tolist`` or ``to_device`` to the
+CPU: on a GPU each of them waits for the device (``if`` on a device array, ``clip``'s mask on CuPy, ``int()``).
+"""
+
+import dataclasses
+
+import pytest
+
+from portable_cnn import Callback, Config, train
+
+strict = pytest.importorskip("array_api_strict")
+CPU = strict.Device("CPU_DEVICE")
+CONVERSIONS = (
+    "__bool__",
+    "__int__",
+    "__float__",
+    "__complex__",
+    "__index__",
+    "__array__",
+    "__dlpack__",
+    "tolist",
+    "item",
+)
+SMALL = Config(epochs=3, train_size=300, test_size=200, quiet=True, backend="array-api-strict", device="device1")
+
+
+class HostReads(Callback):
+    """Counts host conversions of device arrays, apart for inside the batches and for the rest of each epoch."""
+
+    def __init__(self):
+        self.in_batch, self.inside, self.after, self.epoch_reads = False, [], [], []
+
+    def read(self, name: str) -> None:
+        (self.inside if self.in_batch else self.epoch_reads).append(name)
+
+    def on_batch_begin(self, state):
+        self.in_batch = True
+
+    def on_batch_end(self, state, images):
+        self.in_batch = False
+
+    def on_epoch_end(self, state, record):
+        self.after.append(self.epoch_reads)
+        self.epoch_reads = []
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    reads = HostReads()
+    array = type(strict.asarray(0.0))
+
+    def counted(name, method):
+        def conversion(self, *args, **kwargs):
+            if self.device != CPU and (name != "to_device" or (args or [kwargs.get("device")])[0] == CPU):
+                reads.read(name)
+            return method(self, *args, **kwargs)
+
+        return conversion
+
+    for name in (*CONVERSIONS, "to_device"):
+        if hasattr(array, name):
+            monkeypatch.setattr(array, name, counted(name, getattr(array, name)))
+    return reads
+
+
+def test_the_counter_sees_a_hidden_sync(host_reads):
+    x = strict.asarray([1.0, -1.0], device=strict.Device("device1"))
+    host_reads.in_batch = True
+    if bool(x[0] > 0):
+        float(x[1])
+    assert host_reads.inside == ["__bool__", "__float__"]
+
+
+@pytest.mark.parametrize("book", [False, True], ids=["default", "book"])
+@pytest.mark.parametrize("test_every", [1, 2])
+def test_no_host_read_in_the_batch_loop_and_one_per_epoch(mnist, host_reads, book, test_every):
+    history = train(
+        dataclasses.replace(SMALL, book=book, test_every=test_every), mnist, callbacks=(host_reads,)
+    ).history
+    assert len(history) == 3
+    assert host_reads.inside == [], f"host reads inside the batch loop: {host_reads.inside}"
+    # Per epoch, the planned reads only: the stacked figures (correct, loss, test correct) in one transfer, then the
+    # divergence check's one bool (DivergenceCheck runs at the epoch's end, after its record).
+    assert host_reads.after == [["to_device", "__bool__"]] * 3
