@@ -74,7 +74,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser, sweep: bool = False):
     recipe.add_argument(
         "--kernel-alpha",
         type=_positive_float,
-        help="the kernels' learning rate (default: alpha, or alpha * batch size without --book)",
+        help="the kernels' learning rate (default: alpha with --book, else 32 * alpha * batch size)",
     )
     recipe.add_argument(
         "--kernel-init", type=_positive_float, help="kernels start U(-x, x) (default: 0.01 with --book, else 1)"
