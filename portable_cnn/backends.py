@@ -53,6 +53,7 @@ class Library:
     compile: Callable[[Any, Callable], Callable] | None = None  # (module, pure function) -> one compiled call
     array_module: str | None = None  # the top module of its array type, where it is not ``module`` (jax: jaxlib)
     pool: bool = False  # its CPU work gains from a pool of threads (it releases the GIL in loops and BLAS calls)
+    set_threads: Callable[[Any, int], None] | None = None  # caps a CPU thread pool of its own, apart from BLAS's
 
     def on_gpu(self, device: str | None) -> bool:
         """Whether ``--device`` names one of its GPUs (read from the text alone: nothing is imported)."""
@@ -360,6 +361,7 @@ LIBRARIES = {
             activate=_torch_activate,
             sync=_torch_sync,
             native=_torch_native,
+            set_threads=lambda torch, count: torch.set_num_threads(count),
         ),
         Library(
             "jax",
@@ -415,6 +417,27 @@ def get_backend(name: str = "numpy", device: str | None = None) -> Backend:
     module = _import(entry)
     resolved = entry.device(module, device)
     return Backend(name, entry.namespace(module), resolved, entry, module)
+
+
+def gpu_devices(name: str, device: str | None) -> list[str] | None:
+    """The GPUs a run may use as --device names: the one ``device`` names, else every visible one; None on a CPU.
+
+    A missing library or GPU is a UserError that says what to install."""
+    entry = library(name)
+    if not entry.on_gpu(device):
+        return None
+    module = _import(entry)
+    entry.device(module, device)
+    if device and ":" in device:
+        return [device]
+    return [listed.split()[0] for listed in entry.devices(module) if listed.startswith(f"{entry.gpu}:")]
+
+
+def limit_threads(name: str, threads: int) -> None:
+    """Cap a library's own CPU thread pool at ``threads`` (BLAS and OpenMP are threadpoolctl's)."""
+    entry = library(name)
+    if entry.set_threads is not None:
+        entry.set_threads(_import(entry), threads)
 
 
 def default_eval_batch(name: str, device: str | None) -> int:

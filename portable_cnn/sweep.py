@@ -21,8 +21,7 @@ from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from . import checkpoint
-from .backends import get_backend
+from . import backends, checkpoint
 from .config import RECIPE_FIELDS, Config
 from .errors import UserError
 from .files import write_atomically
@@ -208,10 +207,8 @@ def execute(config: Config, threads: int | None) -> dict | None:
         config = dataclasses.replace(config, resume=config.save)
     if threads is not None and config.threads is None:
         config = dataclasses.replace(config, threads=threads)  # the run's own worker threads: this worker's share too
-    if threads is not None and config.backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
+    if threads is not None:
+        backends.limit_threads(config.backend, threads)
     with threadpool_limits(limits=threads), StopRequests() as stop:
         try:
             result = train(config, stop=stop)
@@ -260,26 +257,6 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
-
-
-def gpu_devices(config: Config) -> list[str] | None:
-    """The devices to spread runs over, one run per GPU: every visible GPU for ``cupy`` or ``--device cuda``,
-    the one named by ``--device cuda:N``; None for runs on the CPU."""
-    device = config.device or ""
-    if config.backend != "cupy" and not device.startswith("cuda"):
-        return None
-    get_backend(config.backend, config.device)  # the library and a GPU are there, or a UserError says what to install
-    if ":" in device:
-        return [device]
-    if config.backend == "cupy":
-        import cupy
-
-        count = cupy.cuda.runtime.getDeviceCount()
-    else:
-        import torch
-
-        count = torch.cuda.device_count()
-    return [f"cuda:{index}" for index in range(count)]
 
 
 class LocalEngine:
@@ -447,7 +424,7 @@ def make_engine(base: Config, workers: int | None, scheduler: str | None):
     if scheduler:
         workers = workers or cores
         return DaskEngine(scheduler, workers, max(1, cores // workers))
-    devices = gpu_devices(base)
+    devices = backends.gpu_devices(base.backend, base.device)
     if devices:
         workers = min(workers or len(devices), len(devices))
     workers = workers or cores

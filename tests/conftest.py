@@ -86,3 +86,27 @@ def book_lines():
     if not SEED_OUTPUT.is_file():
         pytest.skip(f"the notebook's saved output is not at {SEED_OUTPUT}")
     return SEED_OUTPUT.read_text().splitlines()
+
+
+class FakeClock:
+    """Stands in for `timing.clock`: time moves only when a fake stage says it took so long."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def takes(self, seconds):
+        """A call that takes `seconds` on this clock."""
+        return lambda: setattr(self, "now", self.now + seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """`benchmarks.timing`'s clock replaced by a FakeClock: timings checked as arithmetic, never as speed."""
+    from benchmarks import timing
+
+    fake_clock = FakeClock()
+    monkeypatch.setattr(timing, "clock", fake_clock)
+    return fake_clock

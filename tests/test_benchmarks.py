@@ -40,27 +40,6 @@ def test_rounds_are_interleaved_after_a_dropped_warm_up_and_ratios_are_paired():
     assert timing.summary([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
 
 
-class FakeClock:
-    """Stands in for `timing.clock`: time moves only when a fake stage says it took so long."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-    def takes(self, seconds):
-        """A call that takes `seconds` on this clock."""
-        return lambda: setattr(self, "now", self.now + seconds)
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    fake_clock = FakeClock()
-    monkeypatch.setattr(timing, "clock", fake_clock)
-    return fake_clock
-
-
 def fake(clock, key, seconds):
     """A contender whose train epoch takes `seconds` and its evaluation twice that, on the fake clock."""
     return Contender(

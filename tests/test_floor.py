@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from benchmarks import compare, floor, flops, report, timing
+from benchmarks import compare, floor, flops, report
 from benchmarks.contenders import Contender
 from benchmarks.run import document
 
@@ -83,20 +83,7 @@ def test_the_floor_computes_real_products_into_its_own_arrays():
     assert {key[0] for key in arrays} == {0, 1}  # each worker writes its own arrays
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def takes(self, seconds):
-        return lambda: setattr(self, "now", self.now + seconds)
-
-
-def test_the_epoch_is_reported_as_a_multiple_of_its_floor(monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(timing, "clock", clock)
+def test_the_epoch_is_reported_as_a_multiple_of_its_floor(clock):
 
     def fake(key, train, test, floor_key=None):
         return Contender(

@@ -9,7 +9,8 @@ import pathlib
 
 import pytest
 
-from portable_cnn import Config, checkpoint, train
+from portable_cnn import Config, UserError, checkpoint, train
+from portable_cnn.backends import gpu_devices
 from portable_cnn.cli import build_parser, config_from_args, main
 from portable_cnn.runs import Interrupted
 from portable_cnn.sweep import (
@@ -229,6 +230,17 @@ def test_gpu_runs_go_one_per_gpu(tmp_path):
     placed = {(outcome.summary["process"], outcome.summary["device"]) for outcome in outcomes}
     assert {device for _, device in placed} == {"cuda:0", "cuda:1"}
     assert len({process for process, _ in placed}) == 2  # two workers, each always on its own GPU
+
+
+def test_only_gpu_runs_are_spread_over_gpus_and_a_named_one_is_kept():
+    assert gpu_devices("numpy", None) is None
+    assert gpu_devices("torch", "cpu") is None
+    try:
+        named = gpu_devices("torch", "cuda:0")
+    except UserError as error:  # no GPU here: the one line that says so
+        assert "cuda" in str(error).lower() or "gpu" in str(error).lower()
+    else:
+        assert named == ["cuda:0"]
 
 
 def test_the_dask_engine_runs_the_sweep(mnist_dir, tmp_path, capsys):
