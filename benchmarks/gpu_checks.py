@@ -143,8 +143,8 @@ def config(sizes: Sizes, **settings) -> Config:
 def parameter_gap(first, second) -> float:
     """The largest absolute difference between two models' parameters."""
     return max(
-        float(np.max(np.abs(to_host(getattr(first, name)).astype(np.float64) - to_host(getattr(second, name)))))
-        for name in ("kernels", "weights")
+        float(np.max(np.abs(to_host(array).astype(np.float64) - to_host(second.params[name]))))
+        for name, array in first.params.items()
     )
 
 

@@ -38,7 +38,7 @@ def _model(recipe: Config, rng) -> ConvNet:
 
     kernels = symmetric((KERNEL_SIZE**2, recipe.kernels), recipe.kernel_init)
     weights = symmetric((positions * positions * recipe.kernels, NUM_CLASSES), recipe.weight_init)
-    return ConvNet(kernels, weights, KERNEL_SIZE, positions)
+    return ConvNet({"kernels": kernels, "weights": weights}, KERNEL_SIZE, positions)
 
 
 def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
@@ -50,9 +50,9 @@ def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
     images = rng.random((batch, SIDE, SIDE), dtype=np.float32)
     targets = ops.one_hot(rng.integers(0, NUM_CLASSES, batch), NUM_CLASSES, xp.float32)
     random = PortableRandom(get_backend("numpy"), seed)
-    hidden = model.positions**2 * kernels
+    hidden = model.hidden_size
     divisor = batch * batch
-    optimiser = SGD(weight_rate=recipe.alpha, kernel_rate=recipe.kernel_alpha)
+    optimiser = SGD.of(model.learning_rates(recipe))
 
     def mask():
         return next(iter(random.keep_masks([(batch, hidden)], KEEP_PROB)))
@@ -60,13 +60,11 @@ def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
     keep = mask()
     probabilities, cache = model.forward(images, keep)
     gradients = model.backward(cache, probabilities, targets, divisor)
-    parameters = [model.kernels, model.weights]
     conv_flops = 2 * cache.windows.shape[0] * KERNEL_SIZE**2 * kernels
     dense_flops = 2 * batch * hidden * NUM_CLASSES
 
     def update():
-        optimiser.step(model, gradients)
-        model.kernels, model.weights = parameters  # the same parameters every round
+        optimiser.step(model.params, gradients)  # new arrays: the model keeps the same parameters every round
 
     stages = [
         _stage("dropout mask (Philox)", mask),
@@ -85,8 +83,7 @@ def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
 
     def whole():
         step_probabilities, step_cache = model.forward(images, mask())
-        optimiser.step(model, model.backward(step_cache, step_probabilities, targets, divisor))
-        model.kernels, model.weights = parameters
+        optimiser.step(model.params, model.backward(step_cache, step_probabilities, targets, divisor))
 
     return stages, whole, f"default recipe, batch {batch}, {kernels} kernels"
 

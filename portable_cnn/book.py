@@ -12,7 +12,7 @@ from __future__ import annotations
 from array_api_compat import array_namespace
 
 from . import ops
-from .model import IMAGE_SIDE, KEEP_PROB, Cache, ConvNet, Gradients
+from .model import IMAGE_SIDE, KEEP_PROB, Cache, ConvNet
 
 
 def erratum_1_positions(kernel_size: int) -> int:
@@ -45,9 +45,9 @@ def forward(model: ConvNet, images, keep_mask):
     return ops.book_softmax(dropped @ model.weights), Cache(windows, active, scale, dropped, keep_mask)
 
 
-def backward(model: ConvNet, cache: Cache, probabilities, targets, divisor: float = 1) -> Gradients:
+def backward(model: ConvNet, cache: Cache, probabilities, targets, divisor: float = 1) -> dict:
     """The notebook's deltas as gradients for SGD: errata 2 and 3 included, the same matmul orientations."""
     output_delta = (probabilities - targets) / divisor
     hidden_delta = erratum_3_hidden_delta(output_delta @ model.weights.T, cache.dropped, cache.keep_mask)
     kernel_gradient = ops.conv_kernel_gradient(cache.windows, hidden_delta, model.num_kernels)
-    return Gradients(erratum_2_kernels_ascend(kernel_gradient), cache.dropped.T @ output_delta)
+    return {"kernels": erratum_2_kernels_ascend(kernel_gradient), "weights": cache.dropped.T @ output_delta}

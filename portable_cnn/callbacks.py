@@ -6,14 +6,15 @@ stop requests. Subclass :class:`Callback` and pass it to ``train(..., callbacks=
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 import sys
 
 from array_api_compat import array_namespace
 
 from . import checkpoint
 from .backends import to_host
-from .config import output_side
 from .errors import UserError
 from .metrics import MetricsWriter
 from .trainer import EpochRecord, Position, TrainState
@@ -147,20 +148,18 @@ class Checkpoints(Callback):
         self.last_saved = None  # the epoch of the last checkpoint this run wrote to config.save
         self.saved_to = None
 
-    def write(self, path, kernels, weights, random_state: dict, position: Position, history) -> None:
-        """A checkpoint of these parameters and random state at ``position`` with ``history``."""
+    def write(self, path, model, params: dict, random_state: dict, position: Position, history) -> None:
+        """A checkpoint of ``model`` with these parameters and random state at ``position`` with ``history``."""
         partial = (
             {"correct": position.correct, "loss": position.loss, "seconds": position.seconds}
             if position.batch
             else None
         )
         record = checkpoint.Checkpoint(
-            to_host(kernels),
-            to_host(weights),
+            {name: to_host(array) for name, array in params.items()},
+            model={"network": model.name, **model.describe()},
             recipe=self.config.recipe(),
             config=dataclasses.asdict(self.config),
-            kernel_size=self.config.kernel_size,
-            positions=output_side(self.config.kernel_size, self.config.book),
             dtype=self.config.dtype,
             epoch=position.epoch,
             batch=position.batch,
@@ -177,17 +176,15 @@ class Checkpoints(Callback):
     def on_train_begin(self, state):
         if self.config.save and self.config.epochs == state.start.epoch:  # --epochs 0: the initial model
             model = state.model
-            self.write(
-                self.config.save, model.kernels, model.weights, state.random_source.state(), state.start, state.history
-            )
+            self.write(self.config.save, model, model.params, state.random_source.state(), state.start, state.history)
 
     def on_epoch_end(self, state, record):
         done = record.epoch + 1
         if self.config.save and (done % self.config.checkpoint_every == 0 or done == self.config.epochs):
             self.write(
                 self.config.save,
-                state.model.kernels,
-                state.model.weights,
+                state.model,
+                state.model.params,
                 state.random_source.state(),
                 Position(done),
                 state.history,
@@ -197,9 +194,7 @@ class Checkpoints(Callback):
         """The model as trained so far, with the random state of its epoch's start (its masks are drawn again)."""
         path = self.config.save or DEFAULT_INTERRUPT_PATH
         if not (path == self.config.save and position.batch == 0 and self.last_saved == position.epoch):
-            self.write(
-                path, state.model.kernels, state.model.weights, state.epoch_start.random_state, position, state.history
-            )
+            self.write(path, state.model, state.model.params, state.epoch_start.random_state, position, state.history)
         self.saved_to = str(path)
 
     def keep_last_good(self, state: TrainState, problem: str, epoch: int) -> Diverged:
@@ -215,7 +210,7 @@ class Checkpoints(Callback):
             )
         if self.last_saved != position.epoch or position.batch:
             history = state.history[: good.epochs_done]
-            self.write(self.config.save, good.kernels, good.weights, good.random_state, position, history)
+            self.write(self.config.save, state.model, good.params, good.random_state, position, history)
         done = f"{position.epoch} epoch{'' if position.epoch == 1 else 's'}"
         done += f" and {position.batch} batches" if position.batch else ""
         return Diverged(
@@ -244,7 +239,8 @@ def divergence(record: EpochRecord, model) -> str | None:
     """
     if not math.isfinite(record.loss):
         return f"the loss became {record.loss}"
-    xp = array_namespace(model.weights)
-    if not bool(xp.all(xp.isfinite(model.kernels)) & xp.all(xp.isfinite(model.weights))):
+    xp = array_namespace(model.like)
+    finite = [xp.all(xp.isfinite(array)) for array in model.params.values()]
+    if not bool(functools.reduce(operator.and_, finite)):
         return "the weights became NaN or infinite"
     return None

@@ -11,7 +11,7 @@ A :class:`Checkpoint` is a typed record; its metadata (``meta``, stored as JSON)
     format, format_version, package_version, saved_at
     recipe      "book" or "default", with the fields that define the run
     config      every Config field of the run that wrote it
-    model       kernel_size, positions, num_kernels, dtype (the arrays' shapes follow from these)
+    model       the network's name and architecture (the arrays' shapes follow from these), dtype
     epoch       epochs completed
     batch       batches completed of the next epoch (0 at an epoch boundary; > 0 after an interrupt)
     partial     that epoch's counts so far: correct, loss, seconds (None when batch is 0)
@@ -36,26 +36,25 @@ import numpy as np
 
 from .errors import UserError, reason
 from .files import write_atomically
-from .model import NUM_CLASSES, ConvNet
+from .model import NETWORKS, Network
 from .version import __version__
 
 FORMAT = "portable-cnn checkpoint"
 FORMAT_VERSION = 1
 _ZIP_MAGIC = b"PK\x03\x04"
-_ARRAYS = ("kernels", "weights")
 WHAT = "a checkpoint"  # for files' messages: "cannot write a checkpoint to ..."
 
 
 @dataclass
 class Checkpoint:
-    """A checkpoint's parameters (numpy arrays) and what the run needs to continue (see the module doc)."""
+    """A checkpoint's parameters (numpy arrays by name) and what the run needs to continue (see the module doc).
 
-    kernels: np.ndarray
-    weights: np.ndarray
+    ``model`` is the network's record: ``network`` (its registered name) and its architecture."""
+
+    params: dict[str, np.ndarray]
+    model: dict
     recipe: dict
     config: dict
-    kernel_size: int
-    positions: int
     dtype: str
     epoch: int
     rng: dict
@@ -71,10 +70,6 @@ class Checkpoint:
     path: str = ""
 
     @property
-    def num_kernels(self) -> int:
-        return self.kernels.shape[1]
-
-    @property
     def meta(self) -> dict:
         """The metadata record as written to the file."""
         return {
@@ -84,12 +79,7 @@ class Checkpoint:
             "saved_at": self.saved_at,
             "recipe": self.recipe,
             "config": self.config,
-            "model": {
-                "kernel_size": self.kernel_size,
-                "positions": self.positions,
-                "num_kernels": self.num_kernels,
-                "dtype": self.dtype,
-            },
+            "model": {**self.model, "dtype": self.dtype},
             "epoch": self.epoch,
             "batch": self.batch,
             "partial": self.partial,
@@ -105,28 +95,32 @@ class Checkpoint:
         saved_by = f"saved by portable-cnn {self.package_version}"
         return f"{self.path}: {self.recipe['name']} recipe, {where}, {self.dtype}, {saved_by}"
 
-    def to_model(self, backend) -> ConvNet:
+    def to_model(self, backend) -> Network:
         """The network with these parameters, as arrays of ``backend`` (bit for bit the saved values)."""
         dtype = backend.dtype(self.dtype)
-        return ConvNet(
-            backend.asarray(self.kernels, dtype), backend.asarray(self.weights, dtype), self.kernel_size, self.positions
-        )
+        params = {name: backend.asarray(array, dtype) for name, array in self.params.items()}
+        return network_of(self.model, self.path).from_description(self.model, params)
+
+
+def network_of(model: dict, path) -> type[Network]:
+    """The network class a checkpoint's ``model`` record names (files before networks had names: the ConvNet)."""
+    name = model.get("network", "convnet")
+    if name not in NETWORKS:
+        known = ", ".join(NETWORKS)
+        raise UserError(f"the checkpoint {path} holds a '{name}' network; this portable-cnn knows: {known}")
+    return NETWORKS[name]
 
 
 def save(path, checkpoint: Checkpoint) -> pathlib.Path:
     """Write ``checkpoint`` to ``path`` atomically; never leaves a partial file behind."""
     path = pathlib.Path(path)
-    for name in _ARRAYS:
-        if not np.all(np.isfinite(getattr(checkpoint, name))):
+    for name, array in checkpoint.params.items():
+        if not np.all(np.isfinite(array)):
             raise ValueError(f"refusing to save non-finite {name} to {path}")  # the trainer checks before it saves
     encoded = json.dumps(checkpoint.meta, allow_nan=False).encode("utf-8")
     buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        kernels=np.ascontiguousarray(checkpoint.kernels),
-        weights=np.ascontiguousarray(checkpoint.weights),
-        metadata=np.frombuffer(encoded, dtype=np.uint8),
-    )
+    arrays = {name: np.ascontiguousarray(array) for name, array in checkpoint.params.items()}
+    np.savez(buffer, **arrays, metadata=np.frombuffer(encoded, dtype=np.uint8))
     return write_atomically(path, buffer.getvalue(), WHAT)
 
 
@@ -150,16 +144,12 @@ def load(path) -> Checkpoint:
         with np.load(path, allow_pickle=False) as archive:
             if "metadata" not in archive.files:
                 raise UserError(f"{path} is an .npz file but not a portable-cnn checkpoint (it has no metadata)")
-            arrays = {name: archive[name] for name in (*_ARRAYS, "metadata") if name in archive.files}
+            arrays = {name: archive[name] for name in archive.files}
     except UserError:
         raise
     except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as error:
         raise UserError(f"the checkpoint {path} is truncated or corrupt ({reason(error)})") from None
-    meta = _parse_metadata(arrays.pop("metadata"), path)
-    missing = [name for name in _ARRAYS if name not in arrays]
-    if missing:
-        raise UserError(f"the checkpoint {path} is corrupt: it has no {missing[0]} array")
-    return _record(arrays["kernels"], arrays["weights"], meta, path)
+    return _record(arrays, _parse_metadata(arrays.pop("metadata"), path), path)
 
 
 def _parse_metadata(raw: np.ndarray, path) -> dict:
@@ -178,13 +168,16 @@ def _parse_metadata(raw: np.ndarray, path) -> dict:
     return meta
 
 
-def _record(kernels: np.ndarray, weights: np.ndarray, meta: dict, path) -> Checkpoint:
+def _record(arrays: dict[str, np.ndarray], meta: dict, path) -> Checkpoint:
     """The typed record of a file's arrays and metadata, once the metadata has what readers need and the
     arrays have the shapes and dtype it states."""
     try:
-        shape = meta["model"]
-        kernel_size, positions, num_kernels = (int(shape[key]) for key in ("kernel_size", "positions", "num_kernels"))
-        dtype = np.dtype(shape["dtype"])
+        if not isinstance(meta["model"], dict):
+            raise TypeError("model")
+        model = {key: value for key, value in meta["model"].items() if key != "dtype"}
+        dtype = np.dtype(meta["model"]["dtype"])
+        network = network_of(model, path)
+        expected = network.shapes(model)
         for key, kind in (
             ("epoch", int),
             ("batch", int),
@@ -199,11 +192,10 @@ def _record(kernels: np.ndarray, weights: np.ndarray, meta: dict, path) -> Check
             raise TypeError("partial")
     except (KeyError, TypeError, ValueError) as error:
         raise UserError(f"the checkpoint {path} is corrupt: its metadata lacks a valid '{reason(error)}'") from None
-    expected = {
-        "kernels": (kernels, (kernel_size**2, num_kernels)),
-        "weights": (weights, (positions**2 * num_kernels, NUM_CLASSES)),
-    }
-    for name, (array, wanted) in expected.items():
+    for name, wanted in expected.items():
+        if name not in arrays:
+            raise UserError(f"the checkpoint {path} is corrupt: it has no {name} array")
+        array = arrays[name]
         if array.shape != wanted or array.dtype != dtype:
             raise UserError(
                 f"the checkpoint {path} is corrupt: {name} is {array.dtype}{list(array.shape)}, "
@@ -211,20 +203,11 @@ def _record(kernels: np.ndarray, weights: np.ndarray, meta: dict, path) -> Check
             )
         if not np.all(np.isfinite(array)):
             raise UserError(f"the checkpoint {path} is corrupt: its {name} contain NaN or infinity")
-    fields = {item.name for item in dataclasses.fields(Checkpoint)} - {
-        "kernels",
-        "weights",
-        "path",
-        "kernel_size",
-        "positions",
-        "dtype",
-    }
+    fields = {item.name for item in dataclasses.fields(Checkpoint)} - {"params", "model", "path", "dtype"}
     values = {name: meta[name] for name in fields if name in meta}
     return Checkpoint(
-        kernels,
-        weights,
-        kernel_size=kernel_size,
-        positions=positions,
+        {name: arrays[name] for name in expected},
+        model,
         dtype=dtype.name,
         path=str(path),
         **{"data": {}, "backend": {}, **values},

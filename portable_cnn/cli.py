@@ -517,7 +517,7 @@ def _plot_kernels(args) -> int:
 
     saved = checkpoint.load(args.checkpoint)
     title = f"learned kernels after {saved.epoch} epochs ({saved.recipe['name']} recipe)"
-    size = plots.kernels(saved.kernels, saved.kernel_size, args.output, title=title)
+    size = plots.kernels(saved.params["kernels"], saved.model["kernel_size"], args.output, title=title)
     return _wrote(args.output, size)
 
 
@@ -539,7 +539,7 @@ def _plot_maps(args) -> int:
                 raise UserError(f"--index {args.index} is past the last test image ({len(mnist.test_images) - 1})")
             image = mnist.test_images[args.index] / 255.0
             title = f"test image {args.index} (label {int(mnist.test_labels[args.index])})"
-        images = as_model_images(image[None, ...], model.weights)
+        images = as_model_images(image[None, ...], model.like)
         side = model.positions
         maps = to_host(model.feature_maps(images))[:, 0, :].reshape(-1, side, side)
         predicted = int(to_host(model.predict(images))[0])

@@ -89,6 +89,11 @@ class Config:
             self, dtype=dtype, eval_batch_size=eval_batch_size, block_size=block_size, threads=threads, **chosen
         )
 
+    @property
+    def positions(self) -> int:
+        """Positions per side of the convolution's output (see :func:`output_side`)."""
+        return output_side(self.kernel_size, self.book)
+
     def random_kind(self) -> str:
         """The run's random source (see :mod:`rng`): the notebook's stream with --book, else --rng."""
         return "book" if self.book else self.rng

@@ -11,7 +11,7 @@ from array_api_compat import array_namespace
 
 from . import ops
 from .backends import to_host
-from .model import NUM_CLASSES, ConvNet, as_model_images
+from .model import NUM_CLASSES, Network, as_model_images
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def confusion_of(model: ConvNet, images, labels, batch_size: int = 1000) -> Evaluation:
+def confusion_of(model: Network, images, labels, batch_size: int = 1000) -> Evaluation:
     """The confusion matrix of ``model`` on host ``images`` (0-255 or [0, 1]) with host ``labels``."""
     predicted = to_host(model.predict(images, batch_size)).astype(np.int64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -72,10 +72,10 @@ def confusion_of(model: ConvNet, images, labels, batch_size: int = 1000) -> Eval
     return Evaluation(confusion)
 
 
-def probabilities(model: ConvNet, images, batch_size: int = 1000) -> np.ndarray:
+def probabilities(model: Network, images, batch_size: int = 1000) -> np.ndarray:
     """Softmax class probabilities ``(N, 10)`` (no dropout) of images as ``model.predict`` takes them."""
-    xp = array_namespace(model.weights)
-    images = as_model_images(images, model.weights)
+    xp = array_namespace(model.like)
+    images = as_model_images(images, model.like)
     pieces = [
         ops.softmax(model.logits(images[start:stop, ...])) for start, stop in ops.slices(images.shape[0], batch_size)
     ]

@@ -1,21 +1,21 @@
-"""Plain SGD with a learning rate per layer: the recipes' update (``alpha`` for the dense weights,
-``kernel_alpha`` for the kernels)."""
+"""Plain SGD with a learning rate per parameter: the recipes' update (each network says which rate each
+of its parameters takes, e.g. ``alpha`` for the dense weights and ``kernel_alpha`` for the kernels)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import ConvNet, Gradients
-
 
 @dataclass(frozen=True)
 class SGD:
-    """``parameter -= rate * gradient``, with the dense weights' rate and the kernels' rate."""
+    """``parameter -= rate * gradient`` for each ``(name, rate)`` of ``rates`` (a tuple: hashable)."""
 
-    weight_rate: float
-    kernel_rate: float
+    rates: tuple[tuple[str, float], ...]
 
-    def step(self, model: ConvNet, gradients: Gradients) -> None:
-        """Move ``model``'s parameters down ``gradients`` (new arrays: immutable ones are fine)."""
-        model.kernels = model.kernels - self.kernel_rate * gradients.kernels
-        model.weights = model.weights - self.weight_rate * gradients.weights
+    @classmethod
+    def of(cls, rates: dict[str, float]) -> SGD:
+        return cls(tuple(rates.items()))
+
+    def step(self, params: dict, gradients: dict) -> dict:
+        """``params`` moved down ``gradients``, as new arrays (immutable ones are fine)."""
+        return {name: params[name] - rate * gradients[name] for name, rate in self.rates}

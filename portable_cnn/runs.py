@@ -31,7 +31,7 @@ from .config import RECIPE_FIELDS, Config
 from .datasets import EMBEDDED_SOURCE, fingerprint, load_mnist
 from .errors import UserError
 from .files import check_writable
-from .model import ConvNet
+from .model import ConvNet, Network
 from .rng import make_random
 from .trainer import EpochRecord, Position, batches, fit, init_model, to_device
 
@@ -39,7 +39,7 @@ __all__ = ["DEFAULT_INTERRUPT_PATH", "Diverged", "Interrupted", "TrainResult", "
 
 
 class TrainResult(NamedTuple):
-    model: ConvNet
+    model: Network
     history: list[EpochRecord]
 
 
@@ -59,6 +59,7 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     stop=None,
     callbacks: tuple[Callback, ...] = (),
+    network: type[Network] = ConvNet,
 ) -> TrainResult:
     """Train the network as ``config`` says; returns the model and one EpochRecord per epoch.
 
@@ -68,6 +69,7 @@ def train(
     with its checkpoint's epochs). ``on_epoch`` is called with each new EpochRecord; ``stop`` (anything
     with ``is_set()``) is looked at before each batch, and once set the run is saved and
     :class:`Interrupted` raised. ``callbacks`` (:class:`~portable_cnn.callbacks.Callback`) are added to the run's own.
+    ``network`` is the :class:`~portable_cnn.model.Network` class to train (a resumed run's checkpoint must hold one).
     """
     config = config.validated()
     for path, check in (
@@ -78,7 +80,7 @@ def train(
             check(path)
     resumed = checkpoint.load(config.resume) if config.resume else None
     if resumed is not None:
-        check_resumable(config, resumed)
+        check_resumable(config, resumed, network)
     backend = get_backend(config.backend, config.device)
     if data is None:
         data = load_mnist(config.data_dir, train_size=config.train_size, test_size=config.test_size)
@@ -93,7 +95,7 @@ def train(
         random_source = make_random(config.random_kind(), backend, config.seed)
         saved_data = fingerprint(data, config.train_size)
         if resumed is None:
-            model, history, start = init_model(config, random_source), [], Position(0)
+            model, history, start = init_model(config, random_source, network), [], Position(0)
         else:
             model, history, start = restore(
                 resumed, backend, random_source, saved_data, len(batches(config, config.train_size))
@@ -147,8 +149,12 @@ def restore(saved: checkpoint.Checkpoint, backend, random_source, data: dict, pe
     return saved.to_model(backend), history, position
 
 
-def check_resumable(config: Config, saved: checkpoint.Checkpoint) -> None:
-    """Refuse to resume a checkpoint with another recipe (naming the field) or with no epochs left."""
+def check_resumable(config: Config, saved: checkpoint.Checkpoint, network: type[Network] = ConvNet) -> None:
+    """Refuse to resume a checkpoint of another network, with another recipe (naming the field) or with no
+    epochs left."""
+    if checkpoint.network_of(saved.model, saved.path) is not network:
+        held = saved.model.get("network")
+        raise UserError(f"the checkpoint {saved.path} holds a '{held}' network, not '{network.name}'")
     for name in RECIPE_FIELDS:
         if name in saved.recipe and saved.recipe[name] != getattr(config, name):
             raise UserError(

@@ -14,9 +14,9 @@ from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
 from . import backends, book, ops
-from .config import Config, output_side
+from .config import Config
 from .errors import UserError
-from .model import KEEP_PROB, NUM_CLASSES, ConvNet
+from .model import KEEP_PROB, NUM_CLASSES, ConvNet, Network
 from .optim import SGD
 
 
@@ -51,8 +51,7 @@ class Position:
 class Snapshot:
     """The run at the start of an epoch: parameters, random state, position and the epochs done before it."""
 
-    kernels: Any
-    weights: Any
+    params: dict[str, Any]
     random_state: dict
     position: Position
     epochs_done: int
@@ -63,7 +62,7 @@ class TrainState:
     """What callbacks see: the model, the run's settings and random source, the history, and
     ``stop_training``, which any callback may set to end the run before the next batch."""
 
-    model: ConvNet
+    model: Network
     config: Config
     random_source: Any
     history: list[EpochRecord]
@@ -109,19 +108,16 @@ def to_device(mnist, config: Config, backend) -> DeviceData:
     )
 
 
-def init_model(config: Config, random_source) -> ConvNet:
-    """Kernels ``U(-kernel_init, kernel_init)``, then weights ``U(-weight_init, weight_init)``, in the book's order.
+def init_model(config: Config, random_source, network: type[Network] = ConvNet) -> Network:
+    """A new ``network`` whose parameters start ``U(-h, h)``, drawn in the network's order.
 
     Computed as the notebook does, ``2h * U - h`` (``0.02 * U - 0.01`` for the book's kernels).
     """
-    side = output_side(config.kernel_size, config.book)
 
     def symmetric(shape, half_width):
         return 2 * half_width * random_source.uniform(shape, config.dtype) - half_width
 
-    kernels = symmetric((config.kernel_size**2, config.kernels), config.kernel_init)
-    weights = symmetric((side * side * config.kernels, NUM_CLASSES), config.weight_init)
-    return ConvNet(kernels, weights, config.kernel_size, side)
+    return network.initial(config, symmetric)
 
 
 def batches(config: Config, train_size: int) -> list[tuple[int, int]]:
@@ -131,25 +127,25 @@ def batches(config: Config, train_size: int) -> list[tuple[int, int]]:
 
 
 @functools.lru_cache(maxsize=64)
-def batch_correct(library: str, kernel_size: int, positions: int):
-    """``count(kernels, weights, images, labels)``: one batch's correct predictions, compiled where the
-    library compiles (one function object per network shape, so a compiled one is reused every epoch)."""
+def batch_correct(library: str, architecture: tuple):
+    """``count(params, images, labels)``: one batch's correct predictions, compiled where the library
+    compiles (one function object per architecture, so a compiled one is reused every epoch)."""
 
-    def count(kernels, weights, images, labels):
-        return ops.count_correct(ConvNet(kernels, weights, kernel_size, positions).logits(images), labels)
+    def count(params, images, labels):
+        return ops.count_correct(Network.build(architecture, params).logits(images), labels)
 
     return backends.compiled(count, library)
 
 
-def correct_predictions(model: ConvNet, images, labels, batch_size: int, workers: backends.Workers | None = None):
+def correct_predictions(model: Network, images, labels, batch_size: int, workers: backends.Workers | None = None):
     """Correct predictions over a labelled set, in bounded-memory batches shared by ``workers`` (a device scalar)."""
-    xp = array_namespace(model.weights)
-    count_batch = batch_correct(backends.library_name(model.weights), model.kernel_size, model.positions)
+    xp = array_namespace(model.like)
+    count_batch = batch_correct(backends.library_name(model.like), model.architecture)
     correct = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
 
     def count(span):
         start, stop = span
-        return count_batch(model.kernels, model.weights, images[start:stop, ...], labels[start:stop, ...])
+        return count_batch(model.params, images[start:stop, ...], labels[start:stop, ...])
 
     for counted in (workers or backends.Workers(1, limit_blas=False)).map(
         count, ops.slices(images.shape[0], batch_size)
@@ -165,32 +161,31 @@ def train_step(
     batch_size: int,
     block_size,
     optimiser: SGD,
-    kernel_size: int,
-    positions: int,
+    architecture: tuple,
     workers,
 ):
-    """``step(kernels, weights, images, targets, labels, keep_mask, correct, loss, floor)``: one batch's forward
-    pass, gradients and SGD update, and its counts added on the device; pure (new arrays in, new arrays out),
-    so that a library that compiles (``jax.jit``) runs the whole step as one call. The math is model's and book's."""
+    """``step(params, images, targets, labels, keep_mask, correct, loss, floor)``: one batch's forward pass,
+    gradients and SGD update, and its counts added on the device; pure (new arrays in, new arrays out, the
+    parameters one pytree), so that a library that compiles (``jax.jit``) runs the whole step as one call.
+    The math is the network's (and book's)."""
 
-    def step(kernels, weights, images, targets, labels, keep_mask, correct, loss, floor):
-        model = ConvNet(kernels, weights, kernel_size, positions)
+    def step(params, images, targets, labels, keep_mask, correct, loss, floor):
+        model = Network.build(architecture, params)
         divisor = batch_size * images.shape[0]
         if book_recipe:
             probabilities, cache = book.forward(model, images, keep_mask)
             gradients = book.backward(model, cache, probabilities, targets, divisor)
         else:
             probabilities, gradients = model.gradients(images, keep_mask, targets, divisor, block_size, workers.map)
-        optimiser.step(model, gradients)
         correct = correct + ops.count_correct(probabilities, labels)
         loss = loss + ops.cross_entropy_sum(probabilities, targets, floor)
-        return model.kernels, model.weights, correct, loss
+        return optimiser.step(params, gradients), correct, loss
 
     return backends.compiled(step, library)
 
 
 def fit(
-    model: ConvNet,
+    model: Network,
     data: DeviceData,
     config: Config,
     random_source,
@@ -204,22 +199,19 @@ def fit(
     ``stop_training`` (looked at before each epoch and each batch; the callbacks' ``on_stop`` then ran).
     """
     workers = backends.workers(config.backend, config.device, config.threads)
-    optimiser = SGD(weight_rate=config.alpha, kernel_rate=config.kernel_alpha)
     step = train_step(
-        backends.library_name(model.weights),
+        backends.library_name(model.like),
         config.book,
         config.batch_size,
         config.block_size,
-        optimiser,
-        model.kernel_size,
-        model.positions,
+        SGD.of(model.learning_rates(config)),
+        model.architecture,
         workers,
     )
     spans = batches(config, data.train_size)
     state = TrainState(model, config, random_source, history, spans, start)
-    xp, where = array_namespace(model.weights), device_of(model.weights)
-    floor = ops.probability_floor(model.weights)
-    hidden = model.positions**2 * model.num_kernels
+    xp, where = array_namespace(model.like), device_of(model.like)
+    floor = ops.probability_floor(model.like)
     stopped = None
     try:
         _notify(callbacks, "on_train_begin", state)
@@ -228,11 +220,11 @@ def fit(
             if state.stop_training:  # asked for at the end of the last epoch: stop before drawing this one's masks
                 stopped = resumed
                 break
-            state.epoch_start = Snapshot(model.kernels, model.weights, random_source.state(), resumed, len(history))
+            state.epoch_start = Snapshot(model.params, random_source.state(), resumed, len(history))
             started = time.perf_counter()
-            masks = random_source.keep_masks([(stop - begin, hidden) for begin, stop in spans], KEEP_PROB)
+            masks = random_source.keep_masks([(stop - begin, model.hidden_size) for begin, stop in spans], KEEP_PROB)
             correct = xp.asarray(resumed.correct, dtype=xp.int64, device=where)
-            loss = xp.asarray(resumed.loss, dtype=model.weights.dtype, device=where)
+            loss = xp.asarray(resumed.loss, dtype=model.like.dtype, device=where)
             for index, ((begin, end), keep_mask) in enumerate(zip(spans, masks)):
                 if index < resumed.batch:
                     continue  # its mask was drawn (the stream stays in step) but the batch was trained before
@@ -241,9 +233,8 @@ def fit(
                     seconds = resumed.seconds + time.perf_counter() - started
                     stopped = Position(epoch, index, int(correct), float(loss), seconds)
                     break
-                model.kernels, model.weights, correct, loss = step(
-                    model.kernels,
-                    model.weights,
+                model.params, correct, loss = step(
+                    model.params,
                     data.train_images[begin:end, ...],
                     data.train_targets[begin:end, ...],
                     data.train_labels[begin:end, ...],

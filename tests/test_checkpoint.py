@@ -145,8 +145,8 @@ def test_a_numpy_checkpoint_resumes_on_another_backend(mnist, tmp_path, target):
 def test_the_checkpoint_loads_bit_for_bit_on_every_backend(mnist, saved_file, backend):
     saved = checkpoint.load(saved_file)
     model, reference = saved.to_model(backend), saved.to_model(get_backend("numpy"))
-    np.testing.assert_array_equal(to_host(model.kernels), saved.kernels)
-    np.testing.assert_array_equal(to_host(model.weights), saved.weights)
+    for name, array in saved.params.items():
+        np.testing.assert_array_equal(to_host(model.params[name]), array)
     predicted, expected = (
         to_host(model.predict(mnist.test_images[:200])),
         to_host(reference.predict(mnist.test_images[:200])),
@@ -196,7 +196,13 @@ def test_the_file_holds_parameters_and_metadata(saved_file):
     assert meta["format"] == checkpoint.FORMAT and meta["package_version"]
     assert meta["recipe"]["name"] == "default" and meta["config"]["train_size"] == 128
     assert meta["epoch"] == 1 and len(meta["history"]) == 1 and meta["rng"]["kind"] == "portable"
-    assert meta["model"] == {"kernel_size": 3, "positions": 26, "num_kernels": 16, "dtype": "float32"}
+    assert meta["model"] == {
+        "network": "convnet",
+        "kernel_size": 3,
+        "positions": 26,
+        "num_kernels": 16,
+        "dtype": "float32",
+    }
 
 
 def _write(path, data: bytes):
@@ -242,16 +248,14 @@ def test_foreign_and_inconsistent_npz_files(saved_file, tmp_path):
     newer = dict(good.meta, format_version=checkpoint.FORMAT_VERSION + 1)
     np.savez(
         tmp_path / "newer.npz",
-        kernels=good.kernels,
-        weights=good.weights,
+        **good.params,
         metadata=np.frombuffer(json.dumps(newer).encode(), np.uint8),
     )
     with pytest.raises(UserError, match="upgrade portable-cnn"):
         checkpoint.load(tmp_path / "newer.npz")
     np.savez(
         tmp_path / "shape.npz",
-        kernels=good.kernels[:4],
-        weights=good.weights,
+        **{**good.params, "kernels": good.params["kernels"][:4]},
         metadata=np.frombuffer(json.dumps(good.meta).encode(), np.uint8),
     )
     with pytest.raises(UserError, match="kernels is float32"):
@@ -313,7 +317,7 @@ def test_the_next_save_removes_what_a_killed_writer_left_and_nothing_else(saved_
 
 def test_non_finite_parameters_are_never_written(saved_file, tmp_path):
     good = checkpoint.load(saved_file)
-    bad = dataclasses.replace(good, weights=np.full_like(good.weights, np.nan))
+    bad = dataclasses.replace(good, params={**good.params, "weights": np.full_like(good.params["weights"], np.nan)})
     with pytest.raises(ValueError, match="non-finite"):
         checkpoint.save(tmp_path / "nan.npz", bad)
     assert not (tmp_path / "nan.npz").exists()

@@ -5,7 +5,7 @@ import pytest
 
 from portable_cnn import book, ops
 from portable_cnn.backends import to_host
-from portable_cnn.model import KEEP_PROB, NUM_CLASSES, ConvNet, Gradients
+from portable_cnn.model import KEEP_PROB, NUM_CLASSES, ConvNet
 from portable_cnn.optim import SGD
 
 
@@ -86,7 +86,7 @@ def test_slices_cover_every_item_once():
 
 
 def model_of(dev, positions=5):
-    return ConvNet(dev["kernels"], dev["weights"], kernel_size=3, positions=positions)
+    return ConvNet({"kernels": dev["kernels"], "weights": dev["weights"]}, kernel_size=3, positions=positions)
 
 
 def test_kernel_major_logits_equal_the_notebooks_layout(tiny):
@@ -125,10 +125,10 @@ def test_backward_matches_finite_differences(tiny):
     gradients = model.backward(cache, probabilities, targets)
     expected_kernels = numerical_gradient(lambda k: summed_loss(host, k, host["weights"]), host["kernels"])
     expected_weights = numerical_gradient(lambda w: summed_loss(host, host["kernels"], w), host["weights"])
-    np.testing.assert_allclose(to_host(gradients.kernels), expected_kernels, rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(to_host(gradients.weights), expected_weights, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(to_host(gradients["kernels"]), expected_kernels, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(to_host(gradients["weights"]), expected_weights, rtol=1e-6, atol=1e-8)
     halved = model.backward(cache, probabilities, targets, divisor=2)
-    np.testing.assert_allclose(to_host(halved.weights), expected_weights / 2, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(to_host(halved["weights"]), expected_weights / 2, rtol=1e-6, atol=1e-8)
 
 
 def test_products_by_image_and_by_slice_equal_the_single_products(tiny):
@@ -162,16 +162,14 @@ def test_blocked_gradients_are_the_batchs_gradients(tiny, block_size):
     blocked_probabilities, blocked = model.gradients(dev["images"], dev["keep"], targets, 6, block_size)
     np.testing.assert_allclose(to_host(blocked_probabilities), to_host(probabilities), rtol=1e-12, atol=1e-15)
     for name in ("kernels", "weights"):
-        np.testing.assert_allclose(
-            to_host(getattr(blocked, name)), to_host(getattr(whole, name)), rtol=1e-12, atol=1e-15
-        )
+        np.testing.assert_allclose(to_host(blocked[name]), to_host(whole[name]), rtol=1e-12, atol=1e-15)
 
 
 def test_sgd_steps_each_layer_down_its_gradient_at_its_rate(tiny):
     backend, host, dev = tiny
     model = model_of(dev)
-    ones = Gradients(backend.asarray(np.ones((9, 2))), backend.asarray(np.ones((50, NUM_CLASSES))))
-    SGD(weight_rate=0.5, kernel_rate=0.25).step(model, ones)
+    ones = {"kernels": backend.asarray(np.ones((9, 2))), "weights": backend.asarray(np.ones((50, NUM_CLASSES)))}
+    model.params = SGD.of({"kernels": 0.25, "weights": 0.5}).step(model.params, ones)
     np.testing.assert_array_equal(to_host(model.kernels), host["kernels"] - 0.25)
     np.testing.assert_array_equal(to_host(model.weights), host["weights"] - 0.5)
 
@@ -182,7 +180,8 @@ def test_book_step_keeps_the_notebooks_errata(tiny):
     model = model_of(dev)
     targets = ops.one_hot(dev["labels"], NUM_CLASSES, backend.dtype("float64"))
     probabilities, cache = book.forward(model, dev["images"], dev["keep"])
-    SGD(weight_rate=1.0, kernel_rate=1.0).step(model, book.backward(model, cache, probabilities, targets))
+    gradients = book.backward(model, cache, probabilities, targets)
+    model.params = SGD.of({"kernels": 1.0, "weights": 1.0}).step(model.params, gradients)
 
     windows = reference_windows(host["images"], 3, 5)
     layer_1 = np.tanh((windows @ host["kernels"]).reshape(3, -1)) * (host["keep"] * 2)
