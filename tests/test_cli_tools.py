@@ -107,7 +107,8 @@ def test_ctrl_c_saves_the_default_file_and_the_resumed_run_is_the_straight_one(
     status, straight, _ = main(capsys, "train", "--epochs", epochs, *TINY, "--save", "straight.npz")
     assert printed + resumed.splitlines() == straight.splitlines()
     np.testing.assert_array_equal(
-        checkpoint.load("portable-cnn-interrupted.npz").weights, checkpoint.load("straight.npz").weights
+        checkpoint.load("portable-cnn-interrupted.npz").params["weights"],
+        checkpoint.load("straight.npz").params["weights"],
     )
 
 
@@ -143,7 +144,7 @@ def test_divergence_stops_with_one_line_and_keeps_the_good_checkpoint(mnist_dir,
     )
     assert len(out.splitlines()) == 1
     kept = checkpoint.load(tmp_path / "run.npz")
-    assert kept.epoch == 1 and np.isfinite(kept.weights).all()
+    assert kept.epoch == 1 and np.isfinite(kept.params["weights"]).all()
 
 
 # --- train flags ---------------------------------------------------------------------------------------
@@ -162,7 +163,8 @@ def test_five_and_five_epochs_print_what_ten_print(mnist_dir, tmp_path, capsys):
         assert status == 0 and err.startswith("portable-cnn: saved"), err
         assert first.splitlines() + second.splitlines() == straight.splitlines() and len(straight.splitlines()) == 10
         np.testing.assert_array_equal(
-            checkpoint.load(tmp_path / "five.npz").weights, checkpoint.load(tmp_path / "ten.npz").weights
+            checkpoint.load(tmp_path / "five.npz").params["weights"],
+            checkpoint.load(tmp_path / "ten.npz").params["weights"],
         )
 
 
