@@ -19,8 +19,9 @@ import threading
 
 from . import checkpoint
 from .backends import BACKENDS, default_eval_batch, describe_backends, get_backend, to_host
-from .config import DTYPES, RNGS, Config
+from .config import Config
 from .errors import UserError
+from .flags import add_config_arguments
 from .runs import Diverged, Interrupted, config_from_checkpoint, train
 from .version import __version__
 
@@ -45,104 +46,6 @@ def _at_least(minimum: int):
     return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
-def _add_train_arguments(parser: argparse.ArgumentParser, sweep: bool = False):
-    # Flags default to None ("not given") and Config supplies the defaults, so that --resume can tell
-    # the flags given, which override the checkpoint's settings, from the ones left out. A sweep sets
-    # each run's seed, checkpoint and output itself.
-    defaults = Config()
-    recipe = parser.add_argument_group("recipe (the book's values by default)")
-    recipe.add_argument(
-        "--book", action="store_true", default=None, help="reproduce the notebook bit for bit, errata included"
-    )
-    recipe.add_argument(
-        "--epochs",
-        type=_at_least(0),
-        help=f"epochs in all, a resumed checkpoint's included (default {defaults.epochs})",
-    )
-    recipe.add_argument("--batch-size", type=_at_least(1), help=f"(default {defaults.batch_size})")
-    recipe.add_argument("--alpha", type=_positive_float, help=f"learning rate (default {defaults.alpha:g})")
-    recipe.add_argument(
-        "--kernel-alpha",
-        type=_positive_float,
-        help="the kernels' learning rate (default: alpha with --book, else 32 * alpha * batch size)",
-    )
-    recipe.add_argument(
-        "--kernel-init", type=_positive_float, help="kernels start U(-x, x) (default: 0.01 with --book, else 1)"
-    )
-    recipe.add_argument(
-        "--weight-init", type=_positive_float, help="dense weights start U(-x, x) (default: 0.1 with --book, else 0.01)"
-    )
-    recipe.add_argument("--kernels", type=_at_least(1), help=f"number of conv kernels (default {defaults.kernels})")
-    recipe.add_argument(
-        "--kernel-size", type=_at_least(1), help=f"kernel side in pixels (default {defaults.kernel_size})"
-    )
-    recipe.add_argument(
-        "--train-size", type=_at_least(1), help=f"first N training images (default {defaults.train_size})"
-    )
-    recipe.add_argument("--test-size", type=_at_least(1), help=f"first N test images (default {defaults.test_size})")
-    if not sweep:
-        recipe.add_argument("--seed", type=_at_least(0), help=f"(default {defaults.seed})")
-    recipe.add_argument("--dtype", choices=DTYPES, help="float32 by default, float64 with --book")
-    recipe.add_argument("--rng", choices=RNGS, help=f"random numbers of the default recipe (default {defaults.rng})")
-
-    run = parser.add_argument_group("run")
-    run.add_argument("--backend", choices=BACKENDS, help=f"(default {defaults.backend})")
-    run.add_argument("--device", help="cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)")
-    run.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
-    run.add_argument(
-        "--eval-batch-size",
-        type=_at_least(1),
-        help="test images per evaluation batch (default 64 on a CPU, 2048 on a GPU)",
-    )
-    run.add_argument(
-        "--block-size",
-        type=_at_least(1),
-        help="images per row block of a training batch (default 32 on a CPU, the whole batch on a GPU and with --book)",
-    )
-    run.add_argument(
-        "--threads",
-        type=_at_least(1),
-        help="worker threads on a CPU (default: the cores this process may use; 1: none)",
-    )
-    run.add_argument("--test-every", type=_at_least(1), help="evaluate every N epochs (default 1)")
-    run.add_argument("--quiet", action="store_true", default=None, help="print nothing while training")
-    run.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a progress bar on stderr (default: when stderr is a terminal)",
-    )
-
-    keep = parser.add_argument_group("checkpoints and metrics")
-    if not sweep:
-        keep.add_argument(
-            "--save", metavar="PATH", help="write a checkpoint (.npz) every --checkpoint-every epochs and at the end"
-        )
-        keep.add_argument(
-            "--resume",
-            metavar="PATH",
-            help="continue the run saved in PATH with its recipe and settings (flags given here override the "
-            "settings; the recipe must match); it saves back to PATH unless --save is given",
-        )
-    keep.add_argument(
-        "--checkpoint-every", type=_at_least(1), metavar="N", help=f"(default {defaults.checkpoint_every})"
-    )
-    if not sweep:
-        keep.add_argument(
-            "--metrics", metavar="PATH", help="one row per epoch: CSV if PATH ends in .csv, JSON lines if .jsonl"
-        )
-
-
 def _add_backend_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="(default numpy)")
     parser.add_argument(
@@ -161,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train_parser = commands.add_parser("train", help="train the network on MNIST and print one line per epoch")
-    _add_train_arguments(train_parser)
+    add_config_arguments(train_parser)
     train_parser.set_defaults(run=_train)
 
     sweep_parser = commands.add_parser(
@@ -171,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'train' would with the other flags, its checkpoint and history in OUT/runs/. Run again to skip the "
         "runs complete and resume the others.",
     )
-    _add_train_arguments(sweep_parser, sweep=True)
+    add_config_arguments(sweep_parser, sweep=True)
     plan = sweep_parser.add_argument_group("sweep")
     plan.add_argument("--seeds", default="1", help="seeds to run, such as 1-10, 1,3,5 or 1-3,7 (default 1)")
     plan.add_argument(
@@ -193,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run on the Dask cluster at ADDRESS (tcp://host:8786), or 'local' for a LocalCluster here",
     )
     plan.add_argument("--report", metavar="DIR", help="only rebuild the summary table and files from the sweep in DIR")
-    sweep_parser.set_defaults(run=_sweep, knob_parsers=_knob_parsers(sweep_parser))
+    sweep_parser.set_defaults(run=_sweep)
 
     evaluate_parser = commands.add_parser(
         "evaluate", help="a checkpoint's test accuracy, per-class accuracy and confusion matrix"
@@ -307,36 +210,6 @@ def _train(args) -> int:
     return 0
 
 
-def _knob_parsers(parser: argparse.ArgumentParser) -> dict:
-    """For ``sweep --set``: each Config field a sweep may vary, read as its train flag reads it."""
-    from .sweep import NOT_KNOBS
-
-    fields = {field.name for field in dataclasses.fields(Config)} - set(NOT_KNOBS)
-    return {
-        action.dest: _value_parser(action)
-        for action in parser._actions
-        if action.dest in fields and action.option_strings
-    }
-
-
-def _value_parser(action: argparse.Action):
-    def parse(text: str):
-        if action.nargs == 0:  # a switch such as --book
-            choices = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-            if text.lower() not in choices:
-                raise ValueError(f"'{text}' is not true or false")
-            return choices[text.lower()]
-        try:
-            value = action.type(text) if action.type else text
-        except argparse.ArgumentTypeError as error:
-            raise ValueError(str(error)) from None
-        if action.choices is not None and value not in action.choices:
-            raise ValueError(f"'{text}' is not one of: {', '.join(map(str, action.choices))}")
-        return value
-
-    return parse
-
-
 def _sweep(args) -> int:
     from . import sweep
 
@@ -349,7 +222,7 @@ def _sweep(args) -> int:
     base = config_from_args(args)
     settings = {}
     for text in args.set:
-        knob, values = sweep.parse_setting(text, args.knob_parsers)
+        knob, values = sweep.parse_setting(text)
         if knob in settings:
             raise UserError(f"--set {knob} is given twice; list all its values in one: --set {knob}=v1,v2")
         settings[knob] = values

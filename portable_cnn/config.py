@@ -1,4 +1,7 @@
-"""What a run is: the Config (one field per command-line flag), its validation and the two recipes' defaults."""
+"""What a run is: the Config, each setting declared once with its help, choices, bounds and kind; its
+validation; and the two recipes' defaults. The command line's flags (:mod:`flags`), a sweep's ``--set``
+values, the checkpoint's recipe check and the README's flag table are all read from these declarations.
+"""
 
 from __future__ import annotations
 
@@ -12,70 +15,116 @@ from .model import IMAGE_SIDE, valid_positions
 
 DTYPES = ("float32", "float64")
 RNGS = ("portable", "native")
+KINDS = {
+    "recipe": "defines the run: a resumed run keeps its checkpoint's value",
+    "run": "how and where it runs: a resumed run may change it",
+    "files": "what it writes and reads: a resumed run may change it",
+}
+SWEEP_ROLES = ("knob", "flag", "none")  # in a sweep: a --set knob, a flag only, or neither (the sweep sets it)
+
+
+def setting(
+    default, help: str, kind: str = "run", *, choices=(), minimum=None, positive=False, sweep="knob", metavar=None
+):
+    """A Config field and its declaration: ``help`` (the flag's), ``kind`` (one of :data:`KINDS`), the values
+    it takes (``choices``; ``minimum`` for whole numbers; ``positive`` for numbers), its role in a sweep
+    (one of :data:`SWEEP_ROLES`) and the flag's ``metavar``."""
+    assert kind in KINDS and sweep in SWEEP_ROLES
+    metadata = {"help": help, "kind": kind, "choices": tuple(choices), "minimum": minimum, "positive": positive}
+    return dataclasses.field(default=default, metadata={**metadata, "sweep": sweep, "metavar": metavar})
 
 
 @dataclass
 class Config:
-    """Everything a run depends on; the fields mirror the command-line flags (book values by default)."""
+    """Everything a run depends on, one field per command-line flag (the book's values by default)."""
 
-    epochs: int = 300
-    batch_size: int = 128
-    alpha: float = 2.0  # the dense layer's learning rate
-    kernel_alpha: float | None = None  # the kernels': alpha with --book, else 32 * alpha * batch_size
-    kernel_init: float | None = None  # kernels start U(-kernel_init, kernel_init): 0.01 with --book, else 1
-    weight_init: float | None = None  # dense weights start U(-weight_init, weight_init): 0.1 with --book, else 0.01
-    kernels: int = 16
-    kernel_size: int = 3
-    train_size: int = 1000
-    test_size: int = 10000
-    seed: int = 1
-    eval_batch_size: int | None = None  # test images per evaluation batch: 64 on a CPU, 2048 on a GPU
-    block_size: int | None = (
-        None  # images per row block of a training batch: 32 on a CPU, the whole batch on a GPU and with --book
+    book: bool = setting(False, "reproduce the notebook bit for bit, errata included", "recipe")
+    epochs: int = setting(300, "epochs in all, a resumed checkpoint's included", minimum=0)
+    batch_size: int = setting(128, "images per training batch", "recipe", minimum=1)
+    alpha: float = setting(2.0, "the dense layer's learning rate", "recipe", positive=True)
+    kernel_alpha: float | None = setting(
+        None,
+        "the kernels' learning rate (default: alpha with --book, else 32 * alpha * batch size)",
+        "recipe",
+        positive=True,
     )
-    threads: int | None = None  # worker threads on a CPU: the cores this process may use (1: no pool); GPUs use none
-    dtype: str | None = None  # float32, or float64 with --book
-    test_every: int = 1
-    quiet: bool = False
-    book: bool = False
-    backend: str = "numpy"
-    device: str | None = None
-    data_dir: str | None = None
-    rng: str = "portable"  # the default recipe's random numbers; --book always uses numpy's legacy stream
-    save: str | None = None  # checkpoint file, written every checkpoint_every epochs and at the end
-    resume: str | None = None  # checkpoint to continue from; its recipe (RECIPE_FIELDS) must match this one
-    checkpoint_every: int = 10
-    metrics: str | None = None  # one row per epoch, .csv or .jsonl
-    progress: bool | None = None  # progress bar on stderr; None: when stderr is a terminal and not quiet
+    kernel_init: float | None = setting(
+        None, "kernels start U(-x, x) (default: 0.01 with --book, else 1)", "recipe", positive=True
+    )
+    weight_init: float | None = setting(
+        None, "dense weights start U(-x, x) (default: 0.1 with --book, else 0.01)", "recipe", positive=True
+    )
+    kernels: int = setting(16, "number of conv kernels", "recipe", minimum=1)
+    kernel_size: int = setting(3, "kernel side in pixels", "recipe", minimum=1)
+    train_size: int = setting(1000, "first N training images", "recipe", minimum=1)
+    test_size: int = setting(10000, "first N test images", minimum=1)
+    seed: int = setting(1, "the random numbers' seed", "recipe", minimum=0, sweep="none")
+    eval_batch_size: int | None = setting(
+        None, "test images per evaluation batch (default 64 on a CPU, 2048 on a GPU)", minimum=1
+    )
+    block_size: int | None = setting(
+        None,
+        "images per row block of a training batch (default 32 on a CPU, the whole batch on a GPU and with --book)",
+        minimum=1,
+    )
+    threads: int | None = setting(
+        None, "worker threads on a CPU (default: the cores this process may use; 1: none)", minimum=1
+    )
+    dtype: str | None = setting(None, "float32 by default, float64 with --book", "recipe", choices=DTYPES)
+    test_every: int = setting(1, "evaluate every N epochs (and after the last)", minimum=1)
+    quiet: bool = setting(False, "print nothing while training", sweep="flag")
+    backend: str = setting("numpy", "the array library", choices=backends.BACKENDS)
+    device: str | None = setting(
+        None,
+        "cpu (the default), cuda or cuda:N (torch and cupy), device1 (array-api-strict)",
+        sweep="flag",
+        metavar="DEV",
+    )
+    data_dir: str | None = setting(
+        None, "folder with the MNIST IDX files or mnist.npz", "files", sweep="flag", metavar="DIR"
+    )
+    rng: str = setting(
+        "portable", "random numbers of the default recipe (--book: numpy's legacy stream)", "recipe", choices=RNGS
+    )
+    save: str | None = setting(
+        None,
+        "write a checkpoint (.npz) every --checkpoint-every epochs and at the end",
+        "files",
+        sweep="none",
+        metavar="PATH",
+    )
+    resume: str | None = setting(
+        None,
+        "continue the run saved in PATH with its recipe and settings (flags given here override the settings; "
+        "the recipe must match); it saves back to PATH unless --save is given",
+        "files",
+        sweep="none",
+        metavar="PATH",
+    )
+    checkpoint_every: int = setting(10, "epochs between checkpoints", "files", minimum=1, sweep="flag")
+    metrics: str | None = setting(
+        None, "one row per epoch: CSV if PATH ends in .csv, JSON lines if .jsonl", "files", sweep="none", metavar="PATH"
+    )
+    progress: bool | None = setting(
+        None, "a progress bar on stderr (default: when stderr is a terminal and not --quiet)", sweep="flag"
+    )
 
     def validated(self) -> Config:
         """A copy with defaults filled in; raises UserError naming the first impossible value."""
-        positive = ("batch_size", "kernels", "kernel_size", "train_size", "test_size", "test_every", "checkpoint_every")
-        if self.epochs < 0:
-            raise UserError(f"--epochs must be 0 or more, not {self.epochs}")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        for name in ("eval_batch_size", "block_size", "threads"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None and field.name != "dtype":
+                check(field, value)
         if self.book and self.block_size not in (None, self.batch_size):
             raise UserError("--book computes whole batches, as the notebook does; drop --block-size")
         if output_side(self.kernel_size, self.book) < 1:
             raise UserError(f"--kernel-size {self.kernel_size} does not fit in a {IMAGE_SIDE}x{IMAGE_SIDE} image")
-        for name in ("alpha", "kernel_alpha", "kernel_init", "weight_init"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise UserError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
         dtype = self.dtype or ("float64" if self.book else "float32")
-        if dtype not in DTYPES:
-            raise UserError(f"unknown --dtype '{dtype}'; choose one of: {', '.join(DTYPES)}")
+        check(FIELDS["dtype"], dtype)
         if self.book and dtype != "float64":
             raise UserError("--book reproduces the notebook in float64; drop --dtype or use --dtype float64")
         if self.book and self.batch_size > self.train_size:
             raise UserError("--book drops the last partial batch, so --batch-size must not exceed --train-size")
-        if self.rng not in RNGS:
-            raise UserError(f"unknown --rng '{self.rng}'; choose one of: {', '.join(RNGS)}")
         kernel_alpha = self.alpha if self.book else KERNEL_RATE_FACTOR * self.alpha * self.batch_size
         recipe = {**(BOOK_RECIPE if self.book else DEFAULT_RECIPE), "kernel_alpha": kernel_alpha}
         chosen = {name: value for name, value in recipe.items() if getattr(self, name) is None}
@@ -103,27 +152,70 @@ class Config:
         return {"name": "book" if self.book else "default", **{name: getattr(self, name) for name in RECIPE_FIELDS}}
 
 
+FIELDS = {field.name: field for field in dataclasses.fields(Config)}
 # What a run is: a resumed run must have the same values (epochs, evaluation and output may change).
-RECIPE_FIELDS = (
-    "book",
-    "dtype",
-    "rng",
-    "seed",
-    "alpha",
-    "kernel_alpha",
-    "kernel_init",
-    "weight_init",
-    "batch_size",
-    "kernels",
-    "kernel_size",
-    "train_size",
-)
+RECIPE_FIELDS = tuple(name for name, field in FIELDS.items() if field.metadata["kind"] == "recipe")
+# What a sweep's --set may vary.
+KNOBS = tuple(name for name, field in FIELDS.items() if field.metadata["sweep"] == "knob")
 
 # What each recipe fills in where the config leaves a field unset (None).
 BOOK_RECIPE = {"kernel_init": 0.01, "weight_init": 0.1}
 DEFAULT_RECIPE = {"kernel_init": 1.0, "weight_init": 0.01}
 # The kernels' rate is KERNEL_RATE_FACTOR * alpha per image: the best of 256x-16384x alpha over seeds 1-10 (README).
 KERNEL_RATE_FACTOR = 32
+
+
+def flag(name: str) -> str:
+    """A field's command-line flag: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def value_type(field: dataclasses.Field) -> str:
+    """``bool``, ``int``, ``float`` or ``str``: the field's type without its ``| None``."""
+    return str(field.type).split("|")[0].strip()
+
+
+def problem(field: dataclasses.Field, value) -> str | None:
+    """What is wrong with ``value`` by the field's declared choices and bounds, or None."""
+    meta = field.metadata
+    if meta["choices"] and value not in meta["choices"]:
+        return f"'{value}' is not one of: {', '.join(meta['choices'])}"
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        return f"must be at least {meta['minimum']}, not {value}"
+    if meta["positive"] and not (math.isfinite(value) and value > 0):
+        return f"must be a positive number, not {value}"
+    return None
+
+
+def check(field: dataclasses.Field, value) -> None:
+    """Raise UserError naming the flag if ``value`` is outside the field's declared choices or bounds."""
+    wrong = problem(field, value)
+    if wrong:
+        raise UserError(f"{flag(field.name)} {wrong}")
+
+
+BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def parse(name: str, text: str):
+    """The value of field ``name`` written as ``text`` (a flag's argument, a sweep's ``--set`` value), checked
+    against its declaration; ValueError says what is wrong with it."""
+    field = FIELDS[name]
+    kind = value_type(field)
+    if kind == "bool":
+        if text.lower() not in BOOLEANS:
+            raise ValueError(f"'{text}' is not true or false")
+        return BOOLEANS[text.lower()]
+    readers = {"int": (int, "a whole number"), "float": (float, "a number"), "str": (str, "text")}
+    reader, what = readers[kind]
+    try:
+        value = reader(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not {what}") from None
+    wrong = problem(field, value)
+    if wrong:
+        raise ValueError(wrong)
+    return value
 
 
 def output_side(kernel_size: int, book_recipe: bool) -> int:

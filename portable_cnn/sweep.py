@@ -22,14 +22,12 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from . import backends, checkpoint
-from .config import RECIPE_FIELDS, Config
+from .config import KNOBS, RECIPE_FIELDS, Config, parse
 from .errors import UserError
 from .files import write_atomically
 from .runs import Interrupted, train
 
 RUNS_FOLDER = "runs"
-# Config fields a sweep sets itself, or that make no sense to vary across runs.
-NOT_KNOBS = ("seed", "save", "resume", "metrics", "quiet", "progress", "device", "data_dir", "checkpoint_every")
 # Fields that must match for a run found in --out to be the run planned (epochs may grow).
 SAME_RUN_FIELDS = (*RECIPE_FIELDS, "test_size")
 
@@ -77,20 +75,20 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def parse_setting(text: str, parsers: dict[str, Callable[[str], object]]) -> tuple[str, list]:
-    """``knob=v1,v2`` as (Config field, values), each value read by ``parsers[knob]`` (the train flag's own type)."""
+def parse_setting(text: str) -> tuple[str, list]:
+    """``knob=v1,v2`` as (Config field, values), each value read and checked as its train flag reads it."""
     knob, equals, values = text.partition("=")
     knob = knob.strip().lstrip("-").replace("-", "_")
     if not equals or not knob or not values.strip():
         raise UserError(f"--set '{text}' is not knob=value[,value...]; for example --set alpha=1,2")
-    if knob not in parsers:
-        hint = "use --seeds for seeds" if knob == "seed" else f"choose from: {', '.join(sorted(parsers))}"
+    if knob not in KNOBS:
+        hint = "use --seeds for seeds" if knob == "seed" else f"choose from: {', '.join(sorted(KNOBS))}"
         raise UserError(f"--set {knob}: not a knob a sweep can vary; {hint}")
     parsed = []
     for value in values.split(","):
         try:
-            parsed.append(parsers[knob](value.strip()))
-        except (ValueError, TypeError) as error:
+            parsed.append(parse(knob, value.strip()))
+        except ValueError as error:
             raise UserError(f"--set {knob}={value.strip()}: {error}") from None
     return knob, list(dict.fromkeys(parsed))
 

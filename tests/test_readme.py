@@ -2,6 +2,8 @@
 
 import re
 
+from portable_cnn.flags import markdown
+
 from .conftest import REPO
 
 
@@ -14,3 +16,10 @@ def test_readme_library_example_runs(mnist_dir, monkeypatch, capsys):
     printed = capsys.readouterr().out.splitlines()
     assert re.fullmatch(r"I:2 Test-Acc:[0-9.]+ Train-Acc:[0-9.]+", printed[0])
     assert len(printed) == 2
+
+
+def test_readme_flag_table_is_the_one_config_declares():
+    """The README's block between its flags markers is `python -m portable_cnn.flags`'s output."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- flags: [^\n]*-->\n(.*?)<!-- /flags -->", readme, re.DOTALL).group(1)
+    assert block == markdown() + "\n"

@@ -31,7 +31,7 @@ TINY = ["--epochs", "3", "--train-size", "64", "--test-size", "100", "--test-eve
 def sweep_runs(*flags, out="out"):
     """The Runs `portable-cnn sweep` would plan for these flags."""
     args = build_parser().parse_args(["sweep", *flags, "--out", str(out)])
-    settings = dict(parse_setting(text, args.knob_parsers) for text in args.set)
+    settings = dict(parse_setting(text) for text in args.set)
     return plan(config_from_args(args), parse_seeds(args.seeds), settings, args.out)
 
 

@@ -116,7 +116,7 @@ def test_predict_takes_host_or_device_images_of_any_layout(mnist):
         ({"test_size": 10001}, "more images than the data has"),
         ({"alpha": float("nan")}, "--alpha"),
         ({"rng": "mersenne"}, "--rng"),
-        ({"backend": "mxnet"}, "unknown backend"),
+        ({"backend": "mxnet"}, "--backend .mxnet. is not one of"),
         ({"device": "cuda"}, "CPU only"),
         ({"block_size": 0}, "--block-size"),
         ({"threads": 0}, "--threads"),
