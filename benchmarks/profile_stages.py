@@ -13,10 +13,11 @@ import numpy as np
 from array_api_compat import numpy as xp
 
 from portable_cnn import ops
-from portable_cnn.backends import get_backend, one_blas_thread
+from portable_cnn.backends import get_backend
 from portable_cnn.config import Config
 from portable_cnn.model import KEEP_PROB, NUM_CLASSES, ConvNet
 from portable_cnn.optim import SGD
+from portable_cnn.pool import one_blas_thread
 from portable_cnn.rng import PortableRandom
 
 from .timing import interleaved, summary, timed

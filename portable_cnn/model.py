@@ -107,7 +107,7 @@ class Network:
 
         Each block of ``block_size`` images takes its forward and backward pass alone, so that its
         hidden-layer arrays stay in the caches; ``run(fn, blocks)`` computes them (in order by
-        default, or on a pool of threads, see ``backends.Workers``). The blocks' gradients are summed
+        default, or on a pool of threads, see ``pool.Workers``). The blocks' gradients are summed
         in block order, so the result does not depend on how many threads ran them.
         """
         xp = array_namespace(images)

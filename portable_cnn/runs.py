@@ -27,7 +27,7 @@ from .callbacks import (
     StopOnRequest,
     show_progress,
 )
-from .config import RECIPE_FIELDS, Config
+from .config import RECIPE_FIELDS, Config, flag
 from .datasets import EMBEDDED_SOURCE, fingerprint, load_mnist
 from .errors import UserError
 from .files import check_writable
@@ -159,7 +159,7 @@ def check_resumable(config: Config, saved: checkpoint.Checkpoint, network: type[
         if name in saved.recipe and saved.recipe[name] != getattr(config, name):
             raise UserError(
                 f"the checkpoint {saved.path} was trained with {_flag(name, saved.recipe[name])}, but this run has "
-                f"{_flag(name, getattr(config, name))}; a resumed run keeps its checkpoint's {name.replace('_', '-')}"
+                f"{_flag(name, getattr(config, name))}; a resumed run keeps its checkpoint's {flag(name)[2:]}"
             )
     if config.epochs <= saved.epoch:
         raise UserError(
@@ -170,8 +170,8 @@ def check_resumable(config: Config, saved: checkpoint.Checkpoint, network: type[
 
 def _flag(name: str, value) -> str:
     if isinstance(value, bool):
-        return f"--{name}" if value else f"no --{name}"
-    return f"--{name.replace('_', '-')} {value}"
+        return flag(name) if value else f"no {flag(name)}"
+    return f"{flag(name)} {value}"
 
 
 def config_from_checkpoint(saved: checkpoint.Checkpoint, **changes) -> Config:

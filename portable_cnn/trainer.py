@@ -18,6 +18,7 @@ from .config import Config
 from .errors import UserError
 from .model import KEEP_PROB, NUM_CLASSES, ConvNet, Network
 from .optim import SGD
+from .pool import Workers
 
 
 @dataclass
@@ -137,7 +138,7 @@ def batch_correct(library: str, architecture: tuple):
     return backends.compiled(count, library)
 
 
-def correct_predictions(model: Network, images, labels, batch_size: int, workers: backends.Workers | None = None):
+def correct_predictions(model: Network, images, labels, batch_size: int, workers: Workers | None = None):
     """Correct predictions over a labelled set, in bounded-memory batches shared by ``workers`` (a device scalar)."""
     xp = array_namespace(model.like)
     count_batch = batch_correct(backends.library_name(model.like), model.architecture)
@@ -147,9 +148,7 @@ def correct_predictions(model: Network, images, labels, batch_size: int, workers
         start, stop = span
         return count_batch(model.params, images[start:stop, ...], labels[start:stop, ...])
 
-    for counted in (workers or backends.Workers(1, limit_blas=False)).map(
-        count, ops.slices(images.shape[0], batch_size)
-    ):
+    for counted in (workers or Workers(1, limit_blas=False)).map(count, ops.slices(images.shape[0], batch_size)):
         correct = correct + counted
     return correct
 

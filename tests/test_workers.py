@@ -9,7 +9,8 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from portable_cnn import Config, train
-from portable_cnn.backends import Workers, default_threads, workers
+from portable_cnn.backends import default_threads, workers
+from portable_cnn.pool import Workers
 
 from .test_cli import run_cli
 
