@@ -170,8 +170,12 @@ def check_philox(backend, device) -> str:
         "float64": lambda ns, where: philox.uniform(
             ns, (13, 77), seed=1, stream=2, step=0, dtype=ns.float64, device=where
         ),
-        "mask p=0.5": lambda ns, where: philox.bernoulli(ns, (128, 10816), 0.5, seed=1, stream=0, step=9, device=where),
-        "mask p=0.3": lambda ns, where: philox.bernoulli(ns, (7, 129), 0.3, seed=1, stream=0, step=9, device=where),
+        "mask p=0.5": lambda ns, where: philox.bernoulli_steps(
+            ns, [(128, 10816)], 0.5, seed=1, stream=0, first_step=9, device=where
+        )[0],
+        "mask p=3/8": lambda ns, where: philox.bernoulli_steps(
+            ns, [(7, 129)], 3 / 8, seed=1, stream=0, first_step=9, device=where
+        )[0],
     }
     with backend.activated():
         for name, draw in draws.items():

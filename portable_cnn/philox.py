@@ -20,8 +20,7 @@ words of blocks ``0, 1, ...`` in order, so a shorter request is a prefix of a lo
 ``stream`` separates uses (e.g. 0 = kernel init, 1 = weight init, 2 = dropout) and ``step`` is
 the batch counter: distinct ``(stream, step)`` pairs occupy distinct counter words and never
 overlap, whatever the sizes requested. :func:`bernoulli_steps` gives the masks of many
-consecutive steps (an epoch's batches) from one Philox call, bit-identical to one
-:func:`bernoulli` per step.
+consecutive steps (an epoch's batches) from one Philox call.
 
 Portability. The standard has ``uint32`` but PyTorch lacks full ``uint32`` arithmetic, and the
 standard leaves integer overflow unspecified, so one formulation is used on every backend:
@@ -45,7 +44,6 @@ __all__ = [
     "philox4x32",
     "random_bits",
     "uniform",
-    "bernoulli",
     "bernoulli_steps",
 ]
 
@@ -58,8 +56,7 @@ PHILOX_M4x32_1 = 0xCD9E8D57
 PHILOX_W32_0 = 0x9E3779B9  # golden ratio
 PHILOX_W32_1 = 0xBB67AE85  # sqrt(3) - 1
 
-# bernoulli(): a probability p = k / 2**m with m <= this uses m bits per sample (exact p);
-# any other p compares one full 32-bit word per sample against round(p * 2**32).
+# bernoulli_steps(): a probability p = k / 2**m with m <= this (exact p), m bits per sample.
 MAX_DYADIC_BITS = 16
 
 
@@ -240,25 +237,18 @@ def uniform(xp, shape, *, seed, stream, step, dtype, device=None):
     return xp.reshape(u, shape)
 
 
-def _bernoulli_plan(p):
-    """How bernoulli() draws probability ``p``: ("const", bool) | ("dyadic", k, m) | ("word", t)."""
+def _dyadic(p):
+    """``(k, m)`` with ``p = k / 2**m``, ``0 < k < 2**m``, ``m <= MAX_DYADIC_BITS``: exact, m bits a sample."""
     if isinstance(p, str):
-        raise ValueError(f"p must be a real number in [0, 1], got {p!r}")
+        raise ValueError(f"p must be a real number in (0, 1), got {p!r}")
     try:
         frac = Fraction(p)
     except (TypeError, ValueError):
-        raise ValueError(f"p must be a real number in [0, 1], got {p!r}") from None
-    if not 0 <= frac <= 1:
-        raise ValueError(f"p must be in [0, 1], got {p!r}")
-    if frac == 0 or frac == 1:
-        return ("const", bool(frac == 1))
+        raise ValueError(f"p must be a real number in (0, 1), got {p!r}") from None
     m = frac.denominator.bit_length() - 1
-    if frac.denominator == 1 << m and m <= MAX_DYADIC_BITS:
-        return ("dyadic", frac.numerator, m)
-    t = round(frac * (1 << 32))  # nearest multiple of 2**-32 (ties to even)
-    if t in (0, 1 << 32):
-        return ("const", bool(t))
-    return ("word", t)
+    if not 0 < frac < 1 or frac.denominator != 1 << m or m > MAX_DYADIC_BITS:
+        raise ValueError(f"p must be k / 2**m in (0, 1) with m <= {MAX_DYADIC_BITS} (0.5, 0.25, ...), got {p!r}")
+    return frac.numerator, m
 
 
 def _dyadic_keep(xp, words, k, m, *, device):
@@ -283,46 +273,21 @@ def _dyadic_keep(xp, words, k, m, *, device):
     return xp.reshape(keep, (32 // m * words.shape[-1],))
 
 
-def bernoulli(xp, shape, p, *, seed, stream, step, device=None):
-    """Boolean mask of the given shape, True with probability ``p`` (a dropout keep-mask).
-
-    Exactness of ``p``: if ``p = k / 2**m`` with ``m <= 16`` (0.5, 0.25, 0.75, 0.125, ...)
-    the probability is exact and each sample uses only ``m`` bits, so one 32-bit word gives
-    ``32 // m`` samples (32 for p = 0.5): sample ``True`` iff its m-bit field is ``< k``.
-    Any other ``p`` is rounded to the nearest multiple of ``2**-32``: one word per sample,
-    ``True`` iff ``word < round(p * 2**32)``. ``p`` of 0 or 1 gives a constant mask.
-    """
-    shape, n = _shape(shape)
-    plan = _bernoulli_plan(p)
-    if plan[0] == "const":
-        make = xp.ones if plan[1] else xp.zeros
-        return make(shape, dtype=xp.bool, device=device)
-    if plan[0] == "word":
-        words = random_bits(xp, n, seed=seed, stream=stream, step=step, device=device)
-        return xp.reshape(words < plan[1], shape)
-    _, k, m = plan
-    per_word = 32 // m
-    nwords = -(-n // per_word)
-    words = random_bits(xp, nwords, seed=seed, stream=stream, step=step, device=device)
-    keep = _dyadic_keep(xp, words, k, m, device=device)
-    if keep.shape[0] != n:
-        keep = keep[:n]
-    return xp.reshape(keep, shape)
-
-
 # bernoulli_steps(): at most this many words per Philox call (32 MiB per int64 word array), so
 # that peak memory stays bounded on large epochs; the book's protocol (8 batches) takes one call.
 WORDS_PER_CALL = 1 << 22
 
 
 def bernoulli_steps(xp, shapes, p, *, seed, stream, first_step, device=None, words_per_call=WORDS_PER_CALL):
-    """The keep-masks of consecutive steps, mask ``i`` of ``shapes[i]`` at step ``first_step + i``.
+    """The keep-masks of consecutive steps, mask ``i`` of ``shapes[i]`` at step ``first_step + i``, each
+    ``True`` with probability ``p = k / 2**m`` exactly (``m <= 16``: 0.5, 0.25, 3/8, ...).
 
-    Mask ``i`` equals ``bernoulli(xp, shapes[i], p, seed=seed, stream=stream,
-    step=first_step + i, device=device)`` bit for bit, but the random words of many steps come
-    from one Philox call (an epoch's batches: one call instead of one per batch, far fewer
-    kernel launches on a GPU). Returns a :class:`KeepMasks` sequence that unpacks each mask only
-    when it is indexed or iterated, so one batch's mask is alive at a time.
+    Mask ``i`` takes ``m`` bits a sample from the words of its step (:func:`random_bits` at
+    ``step = first_step + i``): field ``f`` (bits ``[m*f, m*f + m)``) of word ``w`` gives sample
+    ``f * nwords + w`` and is ``True`` iff its value is ``< k``. The words of many steps come from
+    one Philox call (an epoch's batches: one call instead of one per batch, far fewer kernel
+    launches on a GPU). Returns a :class:`KeepMasks` sequence that unpacks each mask only when it
+    is indexed or iterated, so one batch's mask is alive at a time.
     """
     shapes_sizes = [_shape(shape) for shape in shapes]
     first_step = _check_word("first_step", first_step)
@@ -334,7 +299,7 @@ def bernoulli_steps(xp, shapes, p, *, seed, stream, first_step, device=None, wor
     return KeepMasks(
         xp,
         shapes_sizes,
-        _bernoulli_plan(p),
+        _dyadic(p),
         _seed_key(seed),
         _check_word("stream", stream),
         first_step,
@@ -350,12 +315,12 @@ class KeepMasks:
     Philox call; the most recent chunk's words are kept, each mask is unpacked when asked for.
     """
 
-    def __init__(self, xp, shapes_sizes, plan, key, stream, first_step, device, words_per_call):
-        self._xp, self._plan, self._key, self._stream = xp, plan, key, stream
+    def __init__(self, xp, shapes_sizes, dyadic, key, stream, first_step, device, words_per_call):
+        self._xp, self._dyadic, self._key, self._stream = xp, dyadic, key, stream
         self._first_step, self._device = first_step, device
         self._shapes = [shape for shape, _ in shapes_sizes]
-        per_word = 32 // plan[2] if plan[0] == "dyadic" else int(plan[0] == "word")  # samples per word (0: none)
-        self._nwords = [-(-size // per_word) if per_word else 0 for _, size in shapes_sizes]
+        per_word = 32 // dyadic[1]  # samples per word
+        self._nwords = [-(-size // per_word) for _, size in shapes_sizes]
         self._sizes = [size for _, size in shapes_sizes]
         nblocks = [-(-n // 4) for n in self._nwords]
         if max(nblocks, default=0) > 1 << 32:  # the block index is counter word 0 alone (32 bits)
@@ -382,19 +347,10 @@ class KeepMasks:
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"mask {index} of {len(self)}")
-        xp, plan, shape, size = self._xp, self._plan, self._shapes[index], self._sizes[index]
-        if plan[0] == "const":
-            make = xp.ones if plan[1] else xp.zeros
-            return make(shape, dtype=xp.bool, device=self._device)
         start = self._word_start[index]
         words = self._chunk_words(index)[start : start + self._nwords[index]]
-        if plan[0] == "word":
-            keep = words < plan[1]
-        else:
-            keep = _dyadic_keep(xp, words, plan[1], plan[2], device=self._device)
-            if keep.shape[0] != size:
-                keep = keep[:size]
-        return xp.reshape(keep, shape)
+        keep = _dyadic_keep(self._xp, words, *self._dyadic, device=self._device)
+        return self._xp.reshape(keep[: self._sizes[index]], self._shapes[index])
 
     def _chunk_words(self, index):
         """The words of the chunk that holds step ``index`` (made by one Philox call, kept until the next chunk)."""
