@@ -38,9 +38,14 @@ import numpy as np  # noqa: E402
 from array_api_compat import numpy as np_xp  # noqa: E402
 
 from portable_cnn import philox  # noqa: E402
-from portable_cnn.philox import bernoulli, bernoulli_steps, random_bits, uniform  # noqa: E402
+from portable_cnn.philox import bernoulli_steps, random_bits, uniform  # noqa: E402
 
 BASELINE = "numpy Generator.random"
+
+
+def bernoulli(xp, shape, p, *, seed, stream, step):
+    """One step's keep-mask: ``bernoulli_steps`` of one shape."""
+    return bernoulli_steps(xp, [shape], p, seed=seed, stream=stream, first_step=step)[0]
 
 
 def candidates(shape, with_torch, torch_threads=None):
@@ -49,7 +54,7 @@ def candidates(shape, with_torch, torch_threads=None):
         BASELINE: lambda step: rng.random(shape),
         "numpy Generator.random < 0.5": lambda step: rng.random(shape) < 0.5,
         "philox bernoulli(p=0.5), numpy": lambda step: bernoulli(np_xp, shape, 0.5, seed=1, stream=2, step=step),
-        "philox bernoulli(p=0.3), numpy": lambda step: bernoulli(np_xp, shape, 0.3, seed=1, stream=2, step=step),
+        "philox bernoulli(p=3/8), numpy": lambda step: bernoulli(np_xp, shape, 3 / 8, seed=1, stream=2, step=step),
         "philox uniform float32, numpy": lambda step: uniform(
             np_xp, shape, seed=1, stream=2, step=step, dtype=np_xp.float32
         ),
