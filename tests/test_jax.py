@@ -3,6 +3,7 @@ checkpoints that continue across numpy, torch and jax, and the notebook's lines 
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
 
@@ -12,7 +13,6 @@ from portable_cnn.model import ConvNet
 
 from .conftest import backend_or_skip
 
-jax = pytest.importorskip("jax")
 SMALL = Config(epochs=2, train_size=256, test_size=300, quiet=True)
 
 
