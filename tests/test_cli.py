@@ -51,7 +51,7 @@ def test_quiet_prints_nothing(mnist_dir):
 def test_info_lists_every_backend():
     result = run_cli("info")
     assert result.returncode == 0
-    for name in ("numpy", "cupy", "torch", "array-api-strict"):
+    for name in ("numpy", "cupy", "torch", "jax", "array-api-strict"):  # the five the README promises
         assert re.search(rf"^{name}\s", result.stdout, re.MULTILINE), result.stdout
 
 

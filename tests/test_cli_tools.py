@@ -14,7 +14,7 @@ from PIL import Image
 from portable_cnn import checkpoint, cli, get_backend
 from portable_cnn.backends import to_host
 
-from .conftest import backend_or_skip
+from .conftest import BACKENDS, backend_or_skip
 
 TINY = ["--train-size", "128", "--batch-size", "64", "--test-size", "100"]  # 2 batches an epoch
 # Runs stopped by a signal: so many epochs that none can end before its signal arrives, however fast the machine.
@@ -204,9 +204,11 @@ def test_bad_input_ends_in_one_line(tmp_path, capsys, monkeypatch, args, fragmen
 # --- evaluate ----------------------------------------------------------------------------------------------
 
 
-def test_evaluate_on_every_backend(model_file, mnist_dir, mnist, backend, capsys):
-    name = backend.name
-    device = ["--device", str(backend.device)] if name == "torch" else []
+@pytest.mark.parametrize("wanted", BACKENDS)
+def test_evaluate_on_every_backend(model_file, mnist_dir, mnist, wanted, capsys):
+    name, where = wanted
+    backend_or_skip(name, where)
+    device = [] if where is None else ["--device", where]  # jax-cuda and torch-cuda on the GPU, not the CPU
     status, out, err = main(
         capsys,
         "evaluate",
@@ -361,23 +363,3 @@ def test_maps_of_a_picture_file(model_file, mnist, tmp_path, capsys):
     )
     assert status == 0, err
     assert Image.open(tmp_path / "m.png").size == (1050, 250)
-
-
-@pytest.mark.gpu
-def test_evaluate_on_a_gpu_matches_numpy(model_file, mnist_dir, capsys):
-    backend_or_skip("cupy")
-    runs = [
-        main(
-            capsys,
-            "evaluate",
-            "--checkpoint",
-            str(model_file),
-            "--backend",
-            name,
-            "--data-dir",
-            str(mnist_dir),
-            "--json",
-        )
-        for name in ("numpy", "cupy")
-    ]
-    assert abs(json.loads(runs[0][1])["correct"] - json.loads(runs[1][1])["correct"]) <= 2
