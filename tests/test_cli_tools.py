@@ -49,6 +49,16 @@ def spawn(args, cwd, mnist_dir):
     )
 
 
+def ready(child) -> str:
+    """Wait (as long as it takes, no clock) for a training child's first line: its signal handlers are in place and
+    epoch 0 is done, so a signal sent now stops it in a later batch. A child that ended instead fails the test."""
+    first = child.stdout.readline()
+    if not first.startswith("I:0 "):
+        child.kill()
+        pytest.fail(f"the child printed {first!r} instead of epoch 0's line: {child.communicate()[1][-2000:]}")
+    return first
+
+
 @pytest.fixture(scope="module")
 def model_file(mnist_dir, tmp_path_factory):
     """A model good enough to read digits (about 80% on the test set), and the metrics of its run."""
@@ -84,7 +94,7 @@ def test_ctrl_c_saves_the_default_file_and_the_resumed_run_is_the_straight_one(
     mnist_dir, tmp_path, capsys, monkeypatch
 ):
     child = spawn(["train", "--epochs", ENDLESS, *TINY], tmp_path, mnist_dir)
-    first = child.stdout.readline()  # epoch 0 is done: the next batch is under way
+    first = ready(child)
     child.send_signal(signal.SIGINT)
     rest, err = child.communicate(timeout=120)
     assert child.returncode == 130, err
@@ -117,7 +127,7 @@ def test_sigterm_saves_to_save_and_says_how_to_resume(mnist_dir, tmp_path):
         tmp_path,
         mnist_dir,
     )
-    child.stdout.readline()
+    ready(child)
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=120)
     assert child.returncode == 130, err
