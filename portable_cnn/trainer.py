@@ -5,8 +5,8 @@ callbacks do that. Device scalars come to the host once per epoch, never inside 
 
 from __future__ import annotations
 
-import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,10 +127,9 @@ def batches(config: Config, train_size: int) -> list[tuple[int, int]]:
     return ops.slices(trained, config.batch_size)
 
 
-@functools.lru_cache(maxsize=64)
 def batch_correct(library: str, architecture: tuple):
     """``count(params, images, labels)``: one batch's correct predictions, compiled where the library
-    compiles (one function object per architecture, so a compiled one is reused every epoch)."""
+    compiles (one of a run's :class:`RunSteps`)."""
 
     def count(params, images, labels):
         return ops.count_correct(Network.build(architecture, params).logits(images), labels)
@@ -138,10 +137,14 @@ def batch_correct(library: str, architecture: tuple):
     return backends.compiled(count, library)
 
 
-def correct_predictions(model: Network, images, labels, batch_size: int, workers: Workers | None = None):
-    """Correct predictions over a labelled set, in bounded-memory batches shared by ``workers`` (a device scalar)."""
+def correct_predictions(
+    model: Network, images, labels, batch_size: int, workers: Workers | None = None, count_batch=None
+):
+    """Correct predictions over a labelled set, in bounded-memory batches shared by ``workers`` (a device scalar);
+    ``count_batch`` is the run's :func:`batch_correct` (built here when not given)."""
     xp = array_namespace(model.like)
-    count_batch = batch_correct(backends.library_name(model.like), model.architecture)
+    if count_batch is None:
+        count_batch = batch_correct(backends.library_name(model.like), model.architecture)
     correct = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
 
     def count(span):
@@ -153,7 +156,6 @@ def correct_predictions(model: Network, images, labels, batch_size: int, workers
     return correct
 
 
-@functools.lru_cache(maxsize=64)
 def train_step(
     library: str,
     book_recipe: bool,
@@ -165,8 +167,8 @@ def train_step(
 ):
     """``step(params, images, targets, labels, keep_mask, correct, loss, floor)``: one batch's forward pass,
     gradients and SGD update, and its counts added on the device; pure (new arrays in, new arrays out, the
-    parameters one pytree), so that a library that compiles (``jax.jit``) runs the whole step as one call.
-    The math is the network's (and book's)."""
+    parameters one pytree), so that a library that compiles (``jax.jit``) runs the whole step as one call (one
+    of a run's :class:`RunSteps`). The math is the network's (and book's)."""
 
     def step(params, images, targets, labels, keep_mask, correct, loss, floor):
         model = Network.build(architecture, params)
@@ -183,6 +185,30 @@ def train_step(
     return backends.compiled(step, library)
 
 
+@dataclass(frozen=True)
+class RunSteps:
+    """A run's step (:func:`train_step`) and evaluation count (:func:`batch_correct`), compiled where the library
+    compiles. Built once per run, never cached for the process: a run whose registry entry compiles nothing
+    (``compile=None``) is eager all through, and a compiled one is traced by its own run."""
+
+    train: Callable
+    count: Callable
+
+    @classmethod
+    def build(cls, config: Config, model: Network) -> RunSteps:
+        library = backends.library_name(model.like)
+        train = train_step(
+            library,
+            config.book,
+            config.batch_size,
+            config.block_size,
+            SGD.of(model.learning_rates(config)),
+            model.architecture,
+            backends.workers(config.backend, config.device, config.threads),
+        )
+        return cls(train, batch_correct(library, model.architecture))
+
+
 def fit(
     model: Network,
     data: DeviceData,
@@ -191,22 +217,19 @@ def fit(
     callbacks,
     history: list[EpochRecord],
     start: Position,
+    steps: RunSteps | None = None,
 ):
     """Train ``model`` from ``start`` to ``config.epochs``, appending to ``history`` and reporting to ``callbacks``.
+
+    ``steps`` are the run's step and count (built here when not given: a caller that runs one run as several
+    calls, as the benchmarks do an epoch a call, builds them once with :meth:`RunSteps.build`).
 
     Returns None when every epoch ran, or the :class:`Position` reached when a callback set
     ``stop_training`` (looked at before each epoch and each batch; the callbacks' ``on_stop`` then ran).
     """
     workers = backends.workers(config.backend, config.device, config.threads)
-    step = train_step(
-        backends.library_name(model.like),
-        config.book,
-        config.batch_size,
-        config.block_size,
-        SGD.of(model.learning_rates(config)),
-        model.architecture,
-        workers,
-    )
+    steps = steps or RunSteps.build(config, model)
+    step, count_batch = steps.train, steps.count
     spans = batches(config, data.train_size)
     state = TrainState(model, config, random_source, history, spans, start)
     xp, where = array_namespace(model.like), device_of(model.like)
@@ -245,7 +268,9 @@ def fit(
                 _notify(callbacks, "on_batch_end", state, end - begin)
             if stopped is not None:
                 break
-            record = _epoch_record(model, data, config, workers, epoch, correct, loss, resumed.seconds - started)
+            record = _epoch_record(
+                model, data, config, workers, count_batch, epoch, correct, loss, resumed.seconds - started
+            )
             history.append(record)
             _notify(callbacks, "on_epoch_end", state, record)
         if stopped is not None:
@@ -256,7 +281,7 @@ def fit(
 
 
 def _epoch_record(
-    model, data: DeviceData, config: Config, workers, epoch: int, correct, loss, clock_offset: float
+    model, data: DeviceData, config: Config, workers, count_batch, epoch: int, correct, loss, clock_offset: float
 ) -> EpochRecord:
     """The epoch's figures on the host, evaluating the test set if this epoch is due, brought over in one transfer;
     its seconds are ``time.perf_counter() + clock_offset`` once they are on the host."""
@@ -264,7 +289,9 @@ def _epoch_record(
     trained = batches(config, data.train_size)[-1][1]
     counts = [correct, loss]
     if evaluated:
-        counts.append(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers))
+        counts.append(
+            correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers, count_batch)
+        )
     xp = array_namespace(loss)
     # One stacked read in the loss's dtype: counts up to 2**24 (MNIST has 70000 images) are exact in float32.
     figures = backends.to_host(xp.stack([xp.astype(count, loss.dtype) for count in counts])).tolist()
