@@ -24,6 +24,9 @@ except ImportError:  # the progress extra is not installed: no bar
     tqdm = None
 
 DEFAULT_INTERRUPT_PATH = "portable-cnn-interrupted.npz"
+PROGRESS_HINT = (
+    "--progress draws a bar with tqdm, which is not installed; install it with: pip install 'portable-cnn[progress]'"
+)
 
 
 class Callback:
@@ -74,8 +77,6 @@ class ProgressBar(Callback):
         self._bar = None
 
     def on_train_begin(self, state):
-        if tqdm is None:
-            return
         per_epoch = state.batches[-1][1]
         left = (state.config.epochs - state.start.epoch) * per_epoch - state.batches[state.start.batch][0]
         self._bar = tqdm(total=left, unit="img", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
@@ -94,10 +95,13 @@ class ProgressBar(Callback):
 
 
 def show_progress(config) -> bool:
-    """The progress bar's switch: ``config.progress`` if given, else on when stderr is a terminal and not quiet."""
+    """The progress bar's switch: ``config.progress`` if given, else on when stderr is a terminal and not quiet
+    (and tqdm is there). Asking for a bar without tqdm is a UserError that names the extra to install."""
+    if config.progress and tqdm is None:
+        raise UserError(PROGRESS_HINT)
     if config.progress is not None:
         return config.progress
-    return not config.quiet and sys.stderr.isatty()
+    return not config.quiet and sys.stderr.isatty() and tqdm is not None
 
 
 class MetricsFile(Callback):

@@ -30,7 +30,7 @@ from .callbacks import (
 from .config import RECIPE_FIELDS, Config
 from .datasets import EMBEDDED_SOURCE, fingerprint, load_mnist
 from .errors import UserError
-from .files import check_writable
+from .files import check_output_path
 from .model import ConvNet
 from .rng import make_random
 from .trainer import EpochRecord, Position, batches, fit, init_model, to_device
@@ -71,11 +71,12 @@ def train(
     """
     config = config.validated()
     for path, check in (
-        (config.save, lambda path: check_writable(path, checkpoint.WHAT)),
+        (config.save, lambda path: check_output_path(path, checkpoint.WHAT)),
         (config.metrics, metrics.check_path),
     ):
         if path is not None:
             check(path)
+    progress = show_progress(config)
     resumed = checkpoint.load(config.resume) if config.resume else None
     if resumed is not None:
         check_resumable(config, resumed)
@@ -102,7 +103,7 @@ def train(
         run_callbacks = [DivergenceCheck(saver)]
         if not config.quiet:
             run_callbacks.append(NotebookLines())
-        if show_progress(config):
+        if progress:
             run_callbacks.append(ProgressBar())
         if config.metrics:
             run_callbacks.append(MetricsFile(config.metrics, keep_before=start.epoch if resumed else None))
