@@ -34,6 +34,7 @@ from .runs import Interrupted, train
 RUNS_FOLDER = "runs"
 RECORD = "sweep.json"  # the folder's sweep: the settings its runs share and the knob values they try
 LOCK = "sweep.lock"  # held while a sweep runs in the folder
+SUMMARY_NAMES = ("summary.csv", "summary.json", "summary.png")  # the folder's summary (sweep_report writes them)
 # Config fields a sweep sets itself, or that make no sense to vary across runs.
 NOT_KNOBS = ("seed", "save", "resume", "metrics", "quiet", "progress", "device", "data_dir", "checkpoint_every")
 # Fields that must match for a run found in --out to be the run planned (epochs may grow).
@@ -174,18 +175,18 @@ def claim_folder(out, record: dict, force: bool) -> None:
             )
     if force and found != record:
         shutil.rmtree(out / RUNS_FOLDER, ignore_errors=True)
-        for name in ("summary.csv", "summary.json", "summary.png"):
+        for name in SUMMARY_NAMES:
             (out / name).unlink(missing_ok=True)
     write_atomically(path, (json.dumps(record, indent=1) + "\n").encode(), "a sweep's record")
 
 
 def _differences(found: dict, wanted: dict) -> list[str]:
     """Each setting that differs between two folder records, as "--epochs 20 there, 30 here"."""
+    knobs = set(found["settings"]) | set(wanted["settings"])
+    shared = (set(found["config"]) | set(wanted["config"])) - knobs  # a knob's flag value is not used
     differences = []
-    knobs = set(found["settings"]) | set(wanted["settings"])  # told apart by their --set values
-    for part, describe in (("config", _flag_value), ("settings", _set_value)):
-        names = sorted(set(found[part]) | set(wanted[part]))
-        for name in names if part == "settings" else sorted(set(names) - knobs):
+    for part, names, describe in (("config", shared, _flag_value), ("settings", knobs, _set_value)):
+        for name in sorted(names):
             there, here = found[part].get(name), wanted[part].get(name)
             if there != here:
                 differences.append(f"{describe(name, there)} there, {describe(name, here)} here")
