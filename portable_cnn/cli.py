@@ -1,4 +1,4 @@
-"""The ``portable-cnn`` command line: ``train``, ``sweep``, ``evaluate``, ``predict``, ``plot``, ``export`` and ``info``.
+"""The ``portable-cnn`` command line: ``train``, ``sweep``, ``evaluate``, ``predict``, ``plot``, ``export``, ``info``.
 
 Bad input ends in one line on stderr and exit status 2, never a traceback. ``train`` stops cleanly on
 the first Ctrl-C or SIGTERM (the batch finishes, a checkpoint is written, exit status 130) and ends
