@@ -13,8 +13,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import check_estimator
 
-from portable_cnn import Config, checkpoint, train
+from portable_cnn import Config, checkpoint, runs, train
 from portable_cnn.sklearn import EXPECTED_FAILED_CHECKS, NOT_PARAMETERS, ConvNetClassifier
+from portable_cnn.trainer import init_model
 
 from .conftest import REPO
 
@@ -96,16 +97,20 @@ def test_any_labels(images, names):
     assert clf.score(X, labels) > 0.5  # it learns: 10 digits after one epoch on 240 images, or two groups
 
 
-def test_warm_start_trains_epochs_more_from_the_fitted_run(images):
+def test_warm_start_trains_epochs_more_from_the_fitted_run(images, monkeypatch):
     X, y = images
     straight = small(epochs=2).fit(X, y)
     warm = small(warm_start=True).fit(X, y)
+    started = []
+    monkeypatch.setattr(runs, "init_model", lambda *args: started.append(args) or init_model(*args))
     assert warm.fit(X, y) is warm
+    assert started == []  # no new network: the fitted one went on
     assert warm.n_iter_ == 2 and len(warm.history_) == 2
     assert np.array_equal(warm.run_.weights, straight.run_.weights)  # the stream continues: bit for bit
     cold = small().fit(X, y)
     once = cold.run_.weights
     assert np.array_equal(cold.fit(X, y).run_.weights, once)  # no warm start: each fit starts again
+    assert len(started) == 2
     with pytest.raises(ValueError, match="kernels"):
         warm.set_params(kernels=4).fit(X, y)
 
