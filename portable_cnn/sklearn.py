@@ -83,7 +83,8 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
     RandomState to draw one), and with ``warm_start=True`` each further ``fit`` trains ``epochs`` more
     epochs from the fitted parameters and random stream. Fitted: ``classes_``, ``n_features_in_`` (784),
     ``run_`` (the run as a checkpoint record: ``checkpoint.save(path, clf.run_)`` writes a file that
-    ``portable-cnn evaluate`` and ``export`` read), ``history_`` (one EpochRecord per epoch) and ``n_iter_``.
+    ``portable-cnn evaluate`` and ``export`` read), ``history_`` (one EpochRecord per epoch, its accuracies
+    measured on ``X``) and ``n_iter_``. Like ``train``, it prints the notebook's line each epoch unless ``quiet``.
     """
 
     def __init__(self, **params):

@@ -33,7 +33,7 @@ def small(**params):
     return ConvNetClassifier(**{"epochs": 1, "quiet": True, **params})
 
 
-def test_sklearns_checks_pass_but_those_declared_that_cannot_apply():
+def test_check_estimator_passes_but_the_checks_declared_that_cannot_apply():
     results = check_estimator(small(), expected_failed_checks=EXPECTED_FAILED_CHECKS, on_fail=None, on_skip=None)
     status = {}
     for result in results:
