@@ -6,6 +6,7 @@ are optional packages (the ``onnx`` and ``safetensors`` extras), imported only h
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import numpy as np
@@ -61,7 +62,10 @@ def format_of(path, given: str | None = None) -> str:
 
 
 def export(saved: Checkpoint, path, kind: str) -> pathlib.Path:
-    """Write ``saved``'s network to ``path`` as ``kind`` ("onnx" or "safetensors"), atomically."""
+    """Write ``saved``'s network to ``path`` as ``kind`` ("onnx" or "safetensors"), atomically; never over the
+    checkpoint it reads."""
+    if saved.path and os.path.exists(path) and os.path.samefile(path, saved.path):
+        raise UserError(f"{path} is the checkpoint being exported; give another -o file (.onnx or .safetensors)")
     data = {"onnx": onnx_bytes, "safetensors": safetensors_bytes}[kind](saved)
     return write_atomically(path, data, f"an {kind} file" if kind == "onnx" else f"a {kind} file")
 

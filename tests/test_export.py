@@ -238,3 +238,11 @@ def test_an_output_in_a_missing_folder_is_refused(saved_run, tmp_path, capsys):
     _fails_in_one_line(
         ["export", "--checkpoint", str(saved_run), "-o", str(tmp_path / "nowhere" / "m.onnx")], capsys, "does not exist"
     )
+
+
+def test_the_checkpoint_itself_is_never_overwritten(saved_run, capsys):
+    before = saved_run.read_bytes()
+    _fails_in_one_line(
+        ["export", "--checkpoint", str(saved_run), "-o", str(saved_run), "--format", "onnx"], capsys, "another -o"
+    )
+    assert saved_run.read_bytes() == before
