@@ -20,7 +20,7 @@ from .version import __version__
 
 FORMATS = {".onnx": "onnx", ".safetensors": "safetensors"}
 OPSET = 17
-IR_VERSION = 8  # the ONNX file format of opset 17's release: read by ONNX Runtime 1.13 and later
+IR_VERSION = 8  # the file format of ONNX 1.12, the release that brought opset 17: readable by older runtimes too
 LAYOUT = (
     "kernels[(i * kernel_size + j), k] is pixel (i, j) of kernel k, applied without flipping (cross-correlation) to "
     "images of 28x28 pixels scaled to [0, 1] with no padding, stride 1, keeping the first `positions` rows and "
