@@ -1,4 +1,4 @@
-"""The ``portable-cnn`` command line: ``train``, ``sweep``, ``evaluate``, ``predict``, ``plot`` and ``info``.
+"""The ``portable-cnn`` command line: ``train``, ``sweep``, ``evaluate``, ``predict``, ``plot``, ``export``, ``info``.
 
 Bad input ends in one line on stderr and exit status 2, never a traceback. ``train`` stops cleanly on
 the first Ctrl-C or SIGTERM (the batch finishes, a checkpoint is written, exit status 130) and ends
@@ -244,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
         picture.add_argument(
             "-o", "--output", required=True, metavar="OUT.png", help="the picture file (.png, .svg, .pdf)"
         )
+
+    export_parser = commands.add_parser(
+        "export", help="write a checkpoint's network as an ONNX graph or a safetensors file, for use elsewhere"
+    )
+    _add_checkpoint_argument(export_parser)
+    export_parser.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="the file to write: OUT.onnx or OUT.safetensors"
+    )
+    export_parser.add_argument(
+        "--format", choices=("onnx", "safetensors"), help="the format (default: from the extension of OUT)"
+    )
+    export_parser.set_defaults(run=_export)
 
     info_parser = commands.add_parser(
         "info", help="the backends (installed or not, version, devices) and the data a run would use"
@@ -612,6 +624,18 @@ def _plot_curves(args) -> int:
 
 def _wrote(path, size) -> int:
     print(f"wrote {path} ({size[0]}x{size[1]} pixels)")
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export, format_of
+
+    kind = format_of(args.output, args.format)
+    saved = checkpoint.load(args.checkpoint)
+    if kind == "onnx" and saved.dtype != "float32":
+        print(f"portable-cnn: the checkpoint is {saved.dtype}; the ONNX graph is float32", file=sys.stderr)
+    export(saved, args.output, kind)
+    print(f"wrote {args.output} ({kind}: {saved.describe()})", file=sys.stderr)
     return 0
 
 

@@ -59,6 +59,7 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     stop=None,
     callbacks: tuple[Callback, ...] = (),
+    resume_from: checkpoint.Checkpoint | None = None,
 ) -> TrainResult:
     """Train the network as ``config`` says; returns the model and one EpochRecord per epoch.
 
@@ -68,6 +69,8 @@ def train(
     with its checkpoint's epochs). ``on_epoch`` is called with each new EpochRecord; ``stop`` (anything
     with ``is_set()``) is looked at before each batch, and once set the run is saved and
     :class:`Interrupted` raised. ``callbacks`` (:class:`~portable_cnn.callbacks.Callback`) are added to the run's own.
+    ``resume_from`` is a checkpoint record in memory to continue when ``config.resume`` names no file
+    (:class:`~portable_cnn.callbacks.KeepRun` keeps one).
     """
     config = config.validated()
     for path, check in (
@@ -77,7 +80,7 @@ def train(
         if path is not None:
             check(path)
     progress = show_progress(config)
-    resumed = checkpoint.load(config.resume) if config.resume else None
+    resumed = checkpoint.load(config.resume) if config.resume else resume_from
     if resumed is not None:
         check_resumable(config, resumed)
     backend = get_backend(config.backend, config.device)
