@@ -181,7 +181,8 @@ def problem(field: dataclasses.Field, value) -> str | None:
     if meta["choices"] and value not in meta["choices"]:
         return f"'{value}' is not one of: {', '.join(meta['choices'])}"
     if meta["minimum"] is not None and value < meta["minimum"]:
-        return f"must be at least {meta['minimum']}, not {value}"
+        bound = "0 or more" if meta["minimum"] == 0 else f"at least {meta['minimum']}"
+        return f"must be {bound}, not {value}"
     if meta["positive"] and not (math.isfinite(value) and value > 0):
         return f"must be a positive number, not {value}"
     return None
