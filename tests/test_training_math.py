@@ -1,0 +1,45 @@
+"""Facts of the training math that the mutation check (benchmarks/mutants.py) found no other fast test stating:
+each test here kills mutants of ops.py, model.py, rng.py or philox.py that survived the rest of the suite."""
+
+import numpy as np
+import pytest
+
+from portable_cnn import UserError, get_backend, philox
+from portable_cnn.backends import to_host
+from portable_cnn.model import ConvNet, valid_positions
+from portable_cnn.rng import BookRandom, NativeRandom, PortableRandom
+
+
+def test_a_valid_convolution_of_28x28_has_28_minus_k_plus_1_positions_a_side():
+    assert [valid_positions(k) for k in (1, 3, 5, 28)] == [28, 26, 24, 1]
+
+
+def test_predict_in_batches_is_the_argmax_of_every_images_scores():
+    """40 images in batches of 16 (the last one short): one prediction each, the arg-max of its scores."""
+    xp = get_backend("numpy").xp
+    rng = np.random.default_rng(1)
+    model = ConvNet(xp.asarray(rng.normal(0, 0.3, (9, 4))), xp.asarray(rng.normal(0, 0.3, (26 * 26 * 4, 10))), 3, 26)
+    images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    expected = np.argmax(to_host(model.logits(xp.asarray(images / 255))), axis=-1)
+    assert expected.shape == (40,) and len(set(expected.tolist())) > 1
+    np.testing.assert_array_equal(to_host(model.predict(images, batch_size=16)), expected)
+    np.testing.assert_array_equal(to_host(model.predict(images / 255, batch_size=16)), expected)  # floats: as scaled
+
+
+def test_initialisation_draws_take_philox_streams_1_then_2():
+    """Stream 0 is the dropout masks'; the kernels' draw is stream 1 and the weights' stream 2, at step 0."""
+    backend = get_backend("numpy")
+    source = PortableRandom(backend, 7)
+    for stream, shape in ((1, (9, 4)), (2, (5, 10))):
+        drawn = to_host(source.uniform(shape, "float32"))
+        expected = philox.uniform(backend.xp, shape, seed=7, stream=stream, step=0, dtype=backend.xp.float32)
+        np.testing.assert_array_equal(drawn, to_host(expected))
+
+
+@pytest.mark.parametrize("source", [BookRandom, PortableRandom, NativeRandom])
+def test_a_random_state_of_another_kind_is_refused_in_one_line(source):
+    backend = get_backend("numpy")
+    others = [kind(backend, 1).state() for kind in (BookRandom, PortableRandom, NativeRandom) if kind is not source]
+    for state in (*others, ["not", "a", "state"]):
+        with pytest.raises(UserError, match="^the checkpoint's random state is of kind '(book|portable|native|list)'"):
+            source(backend, 1).restore(state)
