@@ -30,15 +30,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = ("ops", "model", "rng", "philox", "optim")
-# numpy only (a forked child must not inherit jax's or torch's threads; array-api-strict's runs are slow), no slow
-# tests; the fastest first, as -x stops at the first failure.
+# No slow tests; the fastest first, as -x stops at the first failure. SELECT: numpy only by default (array-api-strict's
+# runs are slow, torch's and jax's imports too; the forked children import them afresh, never the parent).
+SELECT = "not jax and not torch and not strict"
 TESTS = [
     "tests/test_training_math.py",
     "tests/test_ops.py",
     "tests/test_rng.py",
     "tests/test_philox.py",
-    "-k",
-    "not jax and not torch and not strict",
     "-m",
     "not slow and not gpu",
 ]
@@ -156,7 +155,7 @@ def mutated_source(mutant: Mutant) -> str:
     return ast.unparse(ast.fix_missing_locations(tree))
 
 
-def run_tests(copy: Path, cap: float) -> str:
+def run_tests(copy: Path, cap: float, select: str = SELECT) -> str:
     """'passed', 'failed' or 'timeout': the tests against the package in ``copy``, in a forked child."""
     pid = os.fork()
     if pid == 0:  # the child: the package and the tests imported fresh from the copy
@@ -168,7 +167,7 @@ def run_tests(copy: Path, cap: float) -> str:
             sys.path.insert(0, str(copy))
             import pytest
 
-            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *TESTS])
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-k", select, *TESTS])
         except BaseException:
             code = 99
         os._exit(int(code))
@@ -199,6 +198,7 @@ def main(argv=None) -> int:
     parser.add_argument("--modules", default=",".join(MODULES), help="portable_cnn modules to mutate")
     parser.add_argument("--cap", type=float, default=0.0, help="seconds per mutant (default: 3x the clean run + 10)")
     parser.add_argument("--json", help="write every mutant and its outcome here")
+    parser.add_argument("--select", default=SELECT, help=f"pytest -k expression for the tests (default: {SELECT})")
     parser.add_argument("--retry", help="try only the survivors listed in an earlier run's --json file")
     args = parser.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one core per mutant run: the machine is shared
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     listed.sort(key=lambda mutant: mutant.module == "philox")  # the training math first, then the generator's bits
     with repository_copy() as copy:
         started = time.monotonic()
-        clean = run_tests(copy, 3600)
+        clean = run_tests(copy, 3600, args.select)
         baseline = time.monotonic() - started
         if clean != "passed":
             print(f"the tests fail without any mutant ({clean}): fix them first", file=sys.stderr)
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
             original = target.read_text()
             target.write_text(mutated_source(mutant))
             try:
-                result = run_tests(copy, cap)
+                result = run_tests(copy, cap, args.select)
             finally:
                 target.write_text(original)
             mutant.outcome = {"passed": "survived", "failed": "killed", "timeout": "timeout"}[result]

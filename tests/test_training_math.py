@@ -1,11 +1,13 @@
 """Facts of the training math that the mutation check (benchmarks/mutants.py) found no other fast test stating:
 each test here kills mutants of ops.py, model.py, rng.py or philox.py that survived the rest of the suite."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from portable_cnn import UserError, get_backend, philox
-from portable_cnn.backends import to_host
+from portable_cnn.backends import NativeGenerator, to_host
 from portable_cnn.model import ConvNet, valid_positions
 from portable_cnn.rng import BookRandom, NativeRandom, PortableRandom
 
@@ -43,3 +45,23 @@ def test_a_random_state_of_another_kind_is_refused_in_one_line(source):
     for state in (*others, ["not", "a", "state"]):
         with pytest.raises(UserError, match="^the checkpoint's random state is of kind '(book|portable|native|list)'"):
             source(backend, 1).restore(state)
+
+
+def test_a_native_mask_keeps_the_draws_below_keep_prob_only():
+    """Uniform draws in [0, 1) kept where < keep_prob: P(keep) is keep_prob exactly (a draw equal to it drops)."""
+    backend = get_backend("numpy")
+    draws = np.array([[0.0, 0.4999999, 0.5, 0.75]], dtype=np.float32)
+    fixed = NativeGenerator("fixed", lambda shape, dtype, to_device: to_device(draws), lambda: None, lambda state: None)
+    library = dataclasses.replace(backend.library, native=lambda module, device, seed: fixed)
+    [mask] = NativeRandom(dataclasses.replace(backend, library=library), 1).keep_masks([(1, 4)], 0.5)
+    np.testing.assert_array_equal(to_host(mask), [[True, True, False, False]])
+
+
+def test_a_runs_first_masks_are_philox_stream_0_from_step_0():
+    """The default recipe's dropout: stream 0 of the run's seed, the first batch at counter step 0."""
+    backend = get_backend("numpy")
+    shapes = [(2, 40), (2, 40)]
+    drawn = PortableRandom(backend, 5).keep_masks(shapes, 0.5)
+    expected = philox.bernoulli_steps(backend.xp, shapes, 0.5, seed=5, stream=0, first_step=0)
+    for mask, wanted in zip(drawn, expected, strict=True):
+        np.testing.assert_array_equal(to_host(mask), to_host(wanted))
