@@ -11,21 +11,26 @@ from portable_cnn.backends import NativeGenerator, to_host
 from portable_cnn.model import ConvNet, valid_positions
 from portable_cnn.rng import BookRandom, NativeRandom, PortableRandom
 
+from .conftest import backend_or_skip
+
 
 def test_a_valid_convolution_of_28x28_has_28_minus_k_plus_1_positions_a_side():
     assert [valid_positions(k) for k in (1, 3, 5, 28)] == [28, 26, 24, 1]
 
 
-def test_predict_in_batches_is_the_argmax_of_every_images_scores():
-    """40 images in batches of 16 (the last one short): one prediction each, the arg-max of its scores."""
-    xp = get_backend("numpy").xp
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_predict_in_batches_is_the_argmax_of_every_images_scores(library):
+    """40 images in batches of 16 (the last one short): one prediction each, the arg-max of its scores, from 0-255
+    integers or from floats already scaled."""
+    backend = backend_or_skip(library)
     rng = np.random.default_rng(1)
-    model = ConvNet(xp.asarray(rng.normal(0, 0.3, (9, 4))), xp.asarray(rng.normal(0, 0.3, (26 * 26 * 4, 10))), 3, 26)
+    kernels, weights = rng.normal(0, 0.3, (9, 4)), rng.normal(0, 0.3, (26 * 26 * 4, 10))
+    model = ConvNet(backend.asarray(kernels), backend.asarray(weights), 3, 26)
     images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
-    expected = np.argmax(to_host(model.logits(xp.asarray(images / 255))), axis=-1)
+    expected = np.argmax(to_host(model.logits(backend.asarray(images / 255))), axis=-1)
     assert expected.shape == (40,) and len(set(expected.tolist())) > 1
     np.testing.assert_array_equal(to_host(model.predict(images, batch_size=16)), expected)
-    np.testing.assert_array_equal(to_host(model.predict(images / 255, batch_size=16)), expected)  # floats: as scaled
+    np.testing.assert_array_equal(to_host(model.predict(images / 255, batch_size=16)), expected)
 
 
 def test_initialisation_draws_take_philox_streams_1_then_2():
