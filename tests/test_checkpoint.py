@@ -387,7 +387,12 @@ def test_metrics_rows_are_flushed_every_epoch(mnist, tmp_path, suffix):
     assert [row["epoch"] for row in rows] == [0, 1, 2]
     assert rows[1]["test_acc"] is None and rows[2]["test_acc"] == result.history[2].test_acc
     assert [row["train_acc"] for row in rows] == [record.train_acc for record in result.history]
-    assert all(row["seconds"] > 0 and row["images_per_second"] > 0 for row in rows)
+    for row, record in zip(rows, result.history, strict=True):  # each row is its epoch's record, rounded
+        assert (row["loss"], row["seconds"], row["images_per_second"]) == (
+            record.loss,
+            round(record.seconds, 6),
+            round(record.images_per_second, 1),
+        )
     if suffix == ".csv":
         assert path.read_text().splitlines()[0] == "epoch,train_acc,test_acc,loss,seconds,images_per_second"
     else:

@@ -10,12 +10,17 @@ import pytest
 LINE = re.compile(r"^I:\d+ Test-Acc:[0-9.]+ Train-Acc:[0-9.]+$")
 
 
-def run_cli(*args, data_dir=None, env=None):
+def run_cli(*args, data_dir=None, env=None, cwd=None):
     environment = {**os.environ, **(env or {})}
     if data_dir is not None:
         environment["PORTABLE_CNN_DATA_DIR"] = str(data_dir)
     return subprocess.run(
-        [sys.executable, "-m", "portable_cnn", *args], capture_output=True, text=True, env=environment, timeout=300
+        [sys.executable, "-m", "portable_cnn", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        cwd=cwd,
     )
 
 
@@ -51,7 +56,7 @@ def test_quiet_prints_nothing(mnist_dir):
 def test_info_lists_every_backend():
     result = run_cli("info")
     assert result.returncode == 0
-    for name in ("numpy", "cupy", "torch", "array-api-strict"):
+    for name in ("numpy", "cupy", "torch", "jax", "array-api-strict"):  # the five the README promises
         assert re.search(rf"^{name}\s", result.stdout, re.MULTILINE), result.stdout
 
 
@@ -91,7 +96,8 @@ def test_a_missing_backend_names_the_extra_to_install(mnist_dir):
 
 
 def test_torch_without_a_gpu_says_so(mnist_dir):
-    torch = pytest.importorskip("torch")
+    import torch
+
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     assert_one_line_error(run_cli("train", "--backend", "torch", "--device", "cuda", data_dir=mnist_dir), "no CUDA GPU")
