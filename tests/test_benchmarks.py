@@ -1,12 +1,13 @@
 """The benchmark suite's own checks: its command lines, its statistics, and that table and JSON agree."""
 
+import ast
 import re
 import subprocess
 import sys
 
 import pytest
 
-from benchmarks import compare, contenders, memory_probe, profile_stages, report, timing
+from benchmarks import compare, contenders, memory_probe, mutants, profile_stages, report, timing
 from benchmarks.contenders import Contender
 from benchmarks.run import document
 from portable_cnn import Config
@@ -207,3 +208,15 @@ def test_profile_stages_follow_the_model():
         assert all(row["ms"]["n"] == 1 for row in result["stages"])
     assert any(row["flops"] > 0 for row in profiled["training batch"]["stages"])
     assert "### Where the time goes" in report.markdown({**SYNTHETIC_RESULTS, "profile": profiled})
+
+
+def test_the_mutation_check_changes_operators_and_numbers_but_not_docstrings_or_annotations():
+    source = 'def f(a: int | None, b=-2) -> float:\n    """Twice 3."""\n    return a * 3 + b if a >= 0 and b else 0\n'
+    _, found = mutants.sites(source)
+    assert sorted(change for _, change, _ in found) == sorted(
+        ["-x -> x", "2 -> 3", "* -> /", "3 -> 4", "+ -> -", ">= -> >", "0 -> 1", "and -> or", "0 -> 1"]
+    )
+    tree, found = mutants.sites(source)
+    [apply] = [apply for _, change, apply in found if change == ">= -> >"]
+    apply()
+    assert "a > 0" in ast.unparse(tree)

@@ -319,7 +319,6 @@ callbacks.StopOnRequest.on_batch_begin = on_batch_begin
 
 
 def test_ctrl_c_stops_a_dask_sweep_says_which_runs_it_saved_and_the_same_command_finishes(tmp_path):
-    pytest.importorskip("distributed", reason="the Dask path needs dask[distributed]")
     hooks, gate = tmp_path / "hooks", tmp_path / "gate"
     hooks.mkdir()
     gate.mkdir()
