@@ -25,7 +25,7 @@ def test_predict_in_batches_is_the_argmax_of_every_images_scores(library):
     backend = backend_or_skip(library)
     rng = np.random.default_rng(1)
     kernels, weights = rng.normal(0, 0.3, (9, 4)), rng.normal(0, 0.3, (26 * 26 * 4, 10))
-    model = ConvNet(backend.asarray(kernels), backend.asarray(weights), 3, 26)
+    model = ConvNet({"kernels": backend.asarray(kernels), "weights": backend.asarray(weights)}, 3, 26)
     images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
     expected = np.argmax(to_host(model.logits(backend.asarray(images / 255))), axis=-1)
     assert expected.shape == (40,) and len(set(expected.tolist())) > 1
