@@ -265,9 +265,9 @@ def _check_same_run(record: pathlib.Path, wanted: Config) -> None:
 def execute(config: Config, threads: int | None, stop=None) -> dict | str:
     """Train one run to its end in this process (a pool or Dask worker), resuming its checkpoint if there is one.
 
-    Returns the run's summary, or, if it was stopped (``stop.is_set()``; by default SIGINT or SIGTERM), where
-    it saved. ``threads`` caps the BLAS and OpenMP threads at this worker's share of the cores. A run whose
-    checkpoint is already complete (a run finished by a sweep that was stopped) is summarised, not trained.
+    Returns the run's summary, None if a stop (``stop``; by default :data:`STOP`) came before it started, or,
+    if it was stopped while training, where it saved. ``threads`` caps the BLAS and OpenMP threads at this
+    worker's share of the cores. A run whose checkpoint is already complete (a run finished by a sweep that was stopped) is summarised, not trained.
     """
     from threadpoolctl import threadpool_limits
 
@@ -280,7 +280,11 @@ def execute(config: Config, threads: int | None, stop=None) -> dict | str:
         config = dataclasses.replace(config, threads=threads)  # the run's own worker threads: this worker's share too
     if threads is not None:
         backends.limit_threads(config.backend, threads)
-    with threadpool_limits(limits=threads), StopRequests() if stop is None else contextlib.nullcontext(stop) as stop:
+    if stop is None:
+        stop = STOP
+    if stop.is_set():
+        return None
+    with threadpool_limits(limits=threads):
         try:
             result = train(config, stop=stop)
         except Interrupted as stopped:
@@ -325,26 +329,18 @@ def summarise_history(history: list[dict]) -> dict:
     }
 
 
-class StopRequests:
-    """In a process's main thread, SIGINT and SIGTERM set the event the trainer checks between batches.
+STOP = threading.Event()  # this worker process's stop request: set by SIGINT or SIGTERM (see listen_for_stop)
 
-    The handler stays: a second signal (the terminal's Ctrl-C and the sweep's forwarded one) is harmless.
-    Elsewhere (a Dask worker's thread) there is no event to set: there the sweep stops runs with a ClusterStop.
+
+def listen_for_stop():
+    """From a pool worker's start, SIGINT and SIGTERM set :data:`STOP`, which its run checks between batches.
+
+    Installed as the pool's initializer, so a stop that arrives before the run begins is kept (the run then
+    never starts) instead of ending the idle worker with a KeyboardInterrupt traceback. The handler stays: a
+    second signal (the terminal's Ctrl-C and the sweep's forwarded one) is harmless.
     """
-
-    def __enter__(self):
-        self.previous = {}
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        stop = threading.Event()
-        for number in (signal.SIGINT, signal.SIGTERM):
-            self.previous[number] = signal.signal(number, lambda *_: stop.set())
-        return stop
-
-    def __exit__(self, *exc_info):
-        for number, action in self.previous.items():
-            signal.signal(number, action)
-        return False
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: STOP.set())
 
 
 def usable_cores() -> int:
@@ -400,7 +396,7 @@ class LocalEngine:
     def _pool(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._local.pool is None:
             self._local.pool = concurrent.futures.ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn")
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=listen_for_stop
             )
             with self._lock:
                 self._pools.append(self._local.pool)
