@@ -262,12 +262,13 @@ def _check_same_run(record: pathlib.Path, wanted: Config) -> None:
             )
 
 
-def execute(config: Config, threads: int | None, stop=None) -> dict | str:
+def execute(config: Config, threads: int | None, stop=None) -> dict | str | None:
     """Train one run to its end in this process (a pool or Dask worker), resuming its checkpoint if there is one.
 
     Returns the run's summary, None if a stop (``stop``; by default :data:`STOP`) came before it started, or,
     if it was stopped while training, where it saved. ``threads`` caps the BLAS and OpenMP threads at this
-    worker's share of the cores. A run whose checkpoint is already complete (a run finished by a sweep that was stopped) is summarised, not trained.
+    worker's share of the cores. A run whose checkpoint is already complete (a run finished by a sweep that was
+    stopped) is summarised, not trained.
     """
     from threadpoolctl import threadpool_limits
 
