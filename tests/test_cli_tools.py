@@ -9,16 +9,23 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from portable_cnn import checkpoint, cli, get_backend
 from portable_cnn.backends import to_host
 
-from .conftest import backend_or_skip
+from .conftest import backend_or_skip, gpu_target
 
 TINY = ["--train-size", "128", "--batch-size", "64", "--test-size", "100"]  # 2 batches an epoch
 # Runs stopped by a signal: so many epochs that none can end before its signal arrives, however fast the machine.
 ENDLESS = str(10**6)
+
+
+def pillow():
+    """Pillow's Image module, imported by the tests that draw or read pictures (not at collection: the GPU check's
+    gpu-marked tests run where Pillow may be missing)."""
+    from PIL import Image
+
+    return Image
 
 
 def main(capsys, *argv):
@@ -235,6 +242,7 @@ def test_evaluate_on_every_backend(model_file, mnist_dir, mnist, backend, capsys
 
 
 def test_evaluate_prints_a_report_and_draws_the_confusion_matrix(model_file, mnist_dir, tmp_path, capsys):
+    Image = pillow()
     status, out, err = main(
         capsys,
         "evaluate",
@@ -258,6 +266,7 @@ def test_evaluate_prints_a_report_and_draws_the_confusion_matrix(model_file, mni
 
 def pictures(mnist, folder, count=12):
     """Test digits as people would hand them over: big, dark on light, coloured, JPEG, transparent."""
+    Image = pillow()
     files = []
     for index in range(count):
         digit = Image.fromarray(mnist.test_images[index])
@@ -295,6 +304,7 @@ def test_predict_reads_digits_from_pictures_of_any_kind(model_file, mnist, tmp_p
 
 
 def test_predict_reports_each_unreadable_file_and_goes_on(model_file, mnist, tmp_path, capsys):
+    Image = pillow()
     np.save(tmp_path / "batch.npy", mnist.test_images[:3])
     np.save(tmp_path / "one.npy", mnist.test_images[0] / 255.0)
     np.save(tmp_path / "wrong.npy", np.zeros((3, 4)))
@@ -335,6 +345,7 @@ def test_missing_extras_are_named(model_file, mnist, tmp_path, capsys, monkeypat
 
 
 def test_plots_have_the_expected_size(model_file, mnist_dir, tmp_path, capsys):
+    Image = pillow()
     metrics = model_file.parent / "metrics.csv"
     commands = {
         "kernels.png": (["kernels", "--checkpoint", str(model_file)], (800, 250)),
@@ -355,6 +366,7 @@ def test_plots_have_the_expected_size(model_file, mnist_dir, tmp_path, capsys):
 
 
 def test_maps_of_a_picture_file(model_file, mnist, tmp_path, capsys):
+    Image = pillow()
     files = pictures(mnist, tmp_path, count=2)
     status, _, err = main(
         capsys, "plot", "maps", "--checkpoint", str(model_file), "--image", files[1], "-o", str(tmp_path / "m.png")
@@ -365,19 +377,9 @@ def test_maps_of_a_picture_file(model_file, mnist, tmp_path, capsys):
 
 @pytest.mark.gpu
 def test_evaluate_on_a_gpu_matches_numpy(model_file, mnist_dir, capsys):
-    backend_or_skip("cupy")
-    runs = [
-        main(
-            capsys,
-            "evaluate",
-            "--checkpoint",
-            str(model_file),
-            "--backend",
-            name,
-            "--data-dir",
-            str(mnist_dir),
-            "--json",
-        )
-        for name in ("numpy", "cupy")
-    ]
-    assert abs(json.loads(runs[0][1])["correct"] - json.loads(runs[1][1])["correct"]) <= 2
+    name, device = gpu_target("cupy")
+    backend_or_skip(name, device)
+    common = ["evaluate", "--checkpoint", str(model_file), "--data-dir", str(mnist_dir), "--json"]
+    on_numpy = main(capsys, *common, "--backend", "numpy")
+    on_gpu = main(capsys, *common, "--backend", name, *(["--device", device] if device else []))
+    assert abs(json.loads(on_numpy[1])["correct"] - json.loads(on_gpu[1])["correct"]) <= 2
