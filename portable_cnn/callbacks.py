@@ -33,6 +33,9 @@ class Callback:
     def on_train_begin(self, state: TrainState) -> None:
         """Before the first batch."""
 
+    def on_epoch_begin(self, state: TrainState) -> None:
+        """Before each epoch's dropout masks are drawn: from here to its last batch's end, no host sync."""
+
     def on_batch_begin(self, state: TrainState) -> None:
         """Before each batch (the last chance to stop before it)."""
 

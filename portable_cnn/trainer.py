@@ -230,9 +230,10 @@ def fit(
                 break
             state.epoch_start = Snapshot(model.kernels, model.weights, random_source.state(), resumed, len(history))
             started = time.perf_counter()
-            masks = random_source.keep_masks([(stop - begin, hidden) for begin, stop in spans], KEEP_PROB)
             correct = xp.asarray(resumed.correct, dtype=xp.int64, device=where)
             loss = xp.asarray(resumed.loss, dtype=model.weights.dtype, device=where)
+            _notify(callbacks, "on_epoch_begin", state)  # from here to the last batch's end: no host sync
+            masks = random_source.keep_masks([(stop - begin, hidden) for begin, stop in spans], KEEP_PROB)
             for index, ((begin, end), keep_mask) in enumerate(zip(spans, masks)):
                 if index < resumed.batch:
                     continue  # its mask was drawn (the stream stays in step) but the batch was trained before

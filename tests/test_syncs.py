@@ -11,6 +11,7 @@ import dataclasses
 import pytest
 
 from portable_cnn import Callback, Config, train
+from portable_cnn.rng import BookRandom, PortableRandom
 
 strict = pytest.importorskip("array_api_strict")
 CPU = strict.Device("CPU_DEVICE")
@@ -29,13 +30,17 @@ SMALL = Config(epochs=3, train_size=300, test_size=200, quiet=True, backend="arr
 
 
 class HostReads(Callback):
-    """Counts host conversions of device arrays, apart for inside the batches and for the rest of each epoch."""
+    """Counts host conversions of device arrays, apart for inside the batch loop (from the epoch's start, where its
+    dropout masks are drawn, to its last batch's end) and for the rest of each epoch."""
 
     def __init__(self):
         self.in_batch, self.inside, self.after, self.epoch_reads = False, [], [], []
 
     def read(self, name: str) -> None:
         (self.inside if self.in_batch else self.epoch_reads).append(name)
+
+    def on_epoch_begin(self, state):
+        self.in_batch = True
 
     def on_batch_begin(self, state):
         self.in_batch = True
@@ -73,6 +78,22 @@ def test_the_counter_sees_a_hidden_sync(host_reads):
     if bool(x[0] > 0):
         float(x[1])
     assert host_reads.inside == ["__bool__", "__float__"]
+
+
+@pytest.mark.parametrize("source", [PortableRandom, BookRandom])
+def test_the_epochs_masks_are_drawn_inside_the_watched_loop(mnist, host_reads, monkeypatch, source):
+    """The masks of an epoch (one Philox call, or the book's upload) come after ``on_epoch_begin``, where the GPU
+    check's guard starts: a host read while drawing them is caught as one inside the batch loop."""
+    draw = source.keep_masks
+
+    def draw_and_read(self, shapes, keep_prob):
+        masks = draw(self, shapes, keep_prob)
+        float(strict.ones((), device=strict.Device("device1")))
+        return masks
+
+    monkeypatch.setattr(source, "keep_masks", draw_and_read)
+    train(dataclasses.replace(SMALL, epochs=1, book=source is BookRandom), mnist, callbacks=(host_reads,))
+    assert host_reads.inside == ["__float__"]
 
 
 @pytest.mark.parametrize("book", [False, True], ids=["default", "book"])
