@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     print(f"python {sys.version.split()[0]} at {sys.executable}")
     print(f"unpacked into {args.site}: {' '.join(unpack(args.wheels, args.site)) or 'no wheels'}")
     sys.path.insert(0, str(args.site))
+    importlib.invalidate_caches()  # the folder was empty (or missing) when Python started
     missing = []
     for module, distribution in NEEDED.items():
         try:

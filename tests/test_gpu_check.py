@@ -1,8 +1,8 @@
 """The GPU check (benchmarks/gpu_check.sh) runs through on this machine's CPU with stand-ins, and its pytest stage
 counts a skipped test as a failure: so the one prepared command is known to work before a GPU is lent."""
 
-import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -35,10 +35,47 @@ def test_without_skips_the_pytest_stage_passes(tmp_path):
     assert done.returncode == 0, done.stdout
 
 
+def test_a_librarys_own_log_line_is_not_counted_as_the_packages(monkeypatch):
+    """With CUDA_VISIBLE_DEVICES="" XLA prints its own cuInit warning on stderr: the refusal is still one line."""
+    from benchmarks import gpu_checks
+
+    stderr = "E0000 cuda_executor.cc:1 failed call to cuInit: UNKNOWN ERROR (303)\nportable-cnn: error: no GPU\n"
+    done = subprocess.CompletedProcess([], 2, stdout="", stderr=stderr)
+    monkeypatch.setattr(gpu_checks.subprocess, "run", lambda *args, **kwargs: done)
+    assert gpu_checks.ends_in_one_line(["train"], {}, may_succeed=False) == "portable-cnn: error: no GPU"
+
+
+def test_the_dry_run_hides_what_the_gpu_image_may_lack():
+    """Pillow, matplotlib, array-api-compat ... fail to import under benchmarks/image_only; numpy and pytest do not."""
+    code = (
+        "import importlib.util as u; "
+        "print([m for m in ('PIL', 'matplotlib', 'tqdm', 'array_api_compat', 'numpy', 'pytest') if u.find_spec(m)])"
+    )
+    env = {"PYTHONPATH": str(REPO / "benchmarks" / "image_only"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['numpy', 'pytest']"
+
+
+STAGES = ("setup", "pytest", "checks", "timings")
+
+
 @pytest.mark.slow
 def test_the_gpu_check_runs_through_on_cpu_stand_ins(tmp_path):
-    """Every stage of the prepared command, on array-api-strict's device1 / torch / jax CPU in place of the GPUs."""
+    """Every stage of the prepared command, with only what the GPU image surely has plus the prepared wheels, on
+    array-api-strict's device1 / torch / jax CPU in place of the GPUs: every gpu-marked test and check RUNS."""
     pytest.importorskip("torch")
+    if not list((REPO / "benchmarks" / "wheels").glob("*.whl")):
+        prepared = subprocess.run(
+            ["bash", "benchmarks/gpu_check.sh", "--prepare"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert prepared.returncode == 0, f"--prepare needs the package index: {prepared.stdout}{prepared.stderr}"
+    env = {**os.environ, "PYTHON": sys.executable}
     done = subprocess.run(
         ["bash", "benchmarks/gpu_check.sh", "--dry-run", "--out", str(tmp_path)],
         cwd=REPO,
@@ -46,21 +83,33 @@ def test_the_gpu_check_runs_through_on_cpu_stand_ins(tmp_path):
         text=True,
         timeout=3600,
         check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     output = done.stdout
-    for stage in ("pytest", "checks", "timings"):
-        assert f"gpu_check: {stage}: exit 0" in output and (tmp_path / f"gpu-check-{stage}.log").is_file()
-    assert "gpu tests collected" in output or " tests collected" in output
-    stand_ins = ["array-api-strict device1", "torch cpu"] + (["jax cpu"] if importlib.util.find_spec("jax") else [])
+    names = {path.name for path in tmp_path.iterdir()}
+    assert names == {f"{stage}.log" for stage in STAGES} | {
+        "pytest.json",
+        "checks.json",
+        "timings.json",
+        "summary.json",
+    }
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(stage["stage"], stage["exit"]) for stage in summary["stages"]] == [(stage, 0) for stage in STAGES]
+    assert "| stage | exit | seconds | cap |" in output
+    outcomes = json.loads((tmp_path / "pytest.json").read_text())
+    assert set(outcomes["counts"]) == {"passed"} and outcomes["counts"]["passed"] >= 50  # none skipped, none failed
+    assert len(outcomes["properties"]) == 3  # --book's differing lines on each GPU library
+    checks = json.loads((tmp_path / "checks.json").read_text())
+    stand_ins = ["array-api-strict device1", "torch cpu", "jax cpu"]
     for check in ("no host sync in the batch loop", "Philox bits", "float32", "float64", "stop and resume"):
         for stand_in in stand_ins:
             assert f"PASS {stand_in}: {check}" in output
-    assert "FAIL" not in output
-    results = json.loads((tmp_path / "gpu-timings-dry-run.json").read_text())
-    assert {"cupy", "torch", "peer", "book"} <= set(results["contenders"])
+    assert checks["failures"] == 0 and {result["status"] for result in checks["results"]} == {"PASS"}
+    results = json.loads((tmp_path / "timings.json").read_text())
+    assert set(results["contenders"]) == {"cupy", "torch", "jax", "peer", "book"}
     for row in results["contenders"].values():
-        assert row["seconds"]["n"] == 1 and 0 <= row["final_test_acc"] <= 1
+        assert row["errors"] == [] and row["seconds"]["n"] == 1 and 0 <= row["final_test_acc"] <= 1
         assert (
             row["phase_seconds_per_epoch"]["step"]["n"] == 2 and row["phase_seconds_per_epoch"]["evaluation"]["n"] == 2
         )
