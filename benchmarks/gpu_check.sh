@@ -79,6 +79,7 @@ if [ "$mode" = dry-run ]; then
   dry=(--dry-run)
   export PYTHONPATH="$PWD/benchmarks/image_only:$PYTHONPATH"  # hide what the image may lack
   export PORTABLE_CNN_GPU_STAND_INS=1  # the gpu-marked tests on CPU stand-ins
+  export OMP_NUM_THREADS=1  # torch's and BLAS's threads would spin against each other on a shared CPU
 fi
 
 # stage NAME CAP COMMAND...: at most CAP seconds, then TERM, and KILL KILL_AFTER seconds later (caps with their
