@@ -71,6 +71,7 @@ class TrainState:
     start: Position
     epoch_start: Snapshot | None = None
     stop_training: bool = False
+    parameters_finite: bool = True  # after the last epoch, read with its figures (the divergence check's)
 
 
 @dataclass
@@ -256,7 +257,9 @@ def fit(
                 _notify(callbacks, "on_batch_end", state, end - begin)
             if stopped is not None:
                 break
-            record = _epoch_record(model, data, config, workers, epoch, correct, loss, resumed.seconds - started)
+            record, state.parameters_finite = _epoch_record(
+                model, data, config, workers, epoch, correct, loss, resumed.seconds - started
+            )
             history.append(record)
             _notify(callbacks, "on_epoch_end", state, record)
         if stopped is not None:
@@ -268,22 +271,25 @@ def fit(
 
 def _epoch_record(
     model, data: DeviceData, config: Config, workers, epoch: int, correct, loss, clock_offset: float
-) -> EpochRecord:
-    """The epoch's figures on the host, evaluating the test set if this epoch is due, brought over in one transfer;
-    its seconds are ``time.perf_counter() + clock_offset`` once they are on the host."""
+) -> tuple[EpochRecord, bool]:
+    """The epoch's figures on the host, evaluating the test set if this epoch is due, and whether every parameter is
+    finite, all brought over in one transfer; its seconds are ``time.perf_counter() + clock_offset`` once they are on
+    the host."""
     evaluated = epoch % config.test_every == 0 or epoch + 1 == config.epochs
     trained = batches(config, data.train_size)[-1][1]
-    counts = [correct, loss]
+    xp = array_namespace(loss)
+    finite = xp.all(xp.isfinite(model.kernels)) & xp.all(xp.isfinite(model.weights))
+    counts = [correct, loss, finite]
     if evaluated:
         counts.append(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers))
-    xp = array_namespace(loss)
     # One stacked read in the loss's dtype: counts up to 2**24 (MNIST has 70000 images) are exact in float32.
     figures = backends.to_host(xp.stack([xp.astype(count, loss.dtype) for count in counts])).tolist()
     train_acc = int(figures[0]) / float(data.train_size)  # the book divides by every image, trained or not
-    test_acc = int(figures[2]) / float(data.test_images.shape[0]) if evaluated else None
+    test_acc = int(figures[3]) / float(data.test_images.shape[0]) if evaluated else None
     seconds = time.perf_counter() + clock_offset
     speed = trained / seconds if seconds > 0 else 0.0
-    return EpochRecord(epoch, train_acc, test_acc, figures[1] / max(trained, 1), seconds, speed)
+    record = EpochRecord(epoch, train_acc, test_acc, figures[1] / max(trained, 1), seconds, speed)
+    return record, figures[2] == 1
 
 
 def _notify(callbacks, hook: str, *arguments) -> None:
