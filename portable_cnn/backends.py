@@ -27,9 +27,9 @@ from array_api_compat import device as device_of
 from .errors import UserError
 
 # Test images per evaluation batch on each kind of device: small enough on a CPU for the hidden layer
-# to stay in cache (measured fastest with blocks and threads, benchmarks/README.md), large on a GPU to
-# amortise kernel launches.
-EVAL_BATCH = {"cpu": 64, "gpu": 2048}
+# to stay in cache (measured fastest with blocks and threads, benchmarks/README.md); on a GPU MNIST's whole
+# test set in one chunk (a few kernels, not a few per chunk; about 0.9 GB of feature maps in float64).
+EVAL_BATCH = {"cpu": 64, "gpu": 10000}
 # Images per row block of a training batch: on a CPU few enough for a block's hidden-layer arrays to stay
 # in the caches (measured fastest, benchmarks/README.md); on a GPU the whole batch (None), few large kernels.
 BLOCK_SIZE = {"cpu": 32, "gpu": None}

@@ -29,7 +29,7 @@ class Config:
     train_size: int = 1000
     test_size: int = 10000
     seed: int = 1
-    eval_batch_size: int | None = None  # test images per evaluation batch: 64 on a CPU, 2048 on a GPU
+    eval_batch_size: int | None = None  # test images per evaluation batch: 64 on a CPU, 10000 on a GPU
     block_size: int | None = (
         None  # images per row block of a training batch: 32 on a CPU, the whole batch on a GPU and with --book
     )

@@ -158,7 +158,7 @@ GPU_NAMES = [("jax", "gpu:1"), ("jax", "cuda"), ("cupy", "gpu:0"), ("torch", "cu
 def test_every_name_of_a_gpu_gets_the_gpu_defaults(name, device):
     """Read from --device's text alone (nothing imported): whole batches, big evaluation chunks, no worker pool."""
     assert backends.default_block_size(name, device) is None
-    assert backends.default_eval_batch(name, device) == backends.EVAL_BATCH["gpu"]
+    assert backends.default_eval_batch(name, device) >= 10000  # MNIST's test set in one chunk
     assert backends.default_threads(name, device) == 1
 
 
