@@ -27,7 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.timing import paired_ratios, summary  # noqa: E402 (after the sys.path line)
+from benchmarks.dispatches import count as count_dispatches  # noqa: E402 (after the sys.path line)
+from benchmarks.timing import paired_ratios, summary  # noqa: E402
 from portable_cnn import Callback, Config, UserError, get_backend, load_mnist  # noqa: E402
 from portable_cnn.backends import LIBRARIES  # noqa: E402
 
@@ -244,7 +245,7 @@ def measure(mnist, built: dict, epochs: int, reps: int, phase_epochs: int, budge
     return rows
 
 
-def document(device: str, epochs: int, rows: dict, missing: list[str]) -> dict:
+def document(device: str, epochs: int, rows: dict, missing: list[str], dispatches: dict | None = None) -> dict:
     """The results file: the rows and the targets, judged on medians (unmet where a contender is missing)."""
 
     def median(key, field):
@@ -261,7 +262,8 @@ def document(device: str, epochs: int, rows: dict, missing: list[str]) -> dict:
         (f"jax within {TARGET_RATIO}x of the PyTorch peer", median("jax", "vs_peer"), TARGET_RATIO),
     ]
     return {
-        "schema": 2,
+        "schema": 3,
+        "dispatches": dispatches or {},
         "device": device,
         "epochs": epochs,
         "contenders": rows,
@@ -288,6 +290,13 @@ def table(results: dict) -> str:
         accuracy = number(row["final_test_acc"]) if row["final_test_acc"] is not None else "–"
         lines.append(f"| {row['label']} | {seconds} | {ratio} | {' | '.join(per_epoch)} | {accuracy} |")
     lines.append("")
+    for recipe, counted in results["dispatches"].items():
+        lines.append(
+            f"- array operations ({recipe}, counted on the CPU by benchmarks/dispatches.py): "
+            f"{counted['per_batch']['operations']} per batch, {counted['masks']['operations']} for the epoch's masks, "
+            f"{counted['evaluation_and_read']['operations']} for the evaluation and read, "
+            f"{counted['per_epoch']['operations']} per epoch (+ {counted['per_epoch']['indexing']} indexing)"
+        )
     lines += [f"- missing: {line}" for line in results["missing"]]
     for target in results["targets"]:
         lines.append(
@@ -333,11 +342,18 @@ def main(argv=None) -> int:
     device = device_name(args.dry_run)
     args.json.parent.mkdir(parents=True, exist_ok=True)
 
+    dispatches = {}
+    for recipe in ("default", "book"):
+        try:
+            dispatches[recipe] = count_dispatches(recipe == "book", setting.train_size, setting.test_size)
+        except Exception as error:  # noqa: BLE001 (a missing count is noted, the timings still run)
+            log(f"  cannot count the array operations ({recipe}): {type(error).__name__}: {error}")
+
     def save(rows):
-        args.json.write_text(json.dumps(document(device, epochs, rows, missing), indent=1) + "\n")
+        args.json.write_text(json.dumps(document(device, epochs, rows, missing, dispatches), indent=1) + "\n")
 
     rows = measure(mnist, built, epochs, reps, phase_epochs, args.budget, log, save)
-    print(table(document(device, epochs, rows, missing)))
+    print(table(document(device, epochs, rows, missing, dispatches)))
     log(f"wrote {args.json}")
     failed = [key for key, row in rows.items() if row["errors"]]
     return 1 if failed or (missing and not args.dry_run) else 0

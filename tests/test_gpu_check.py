@@ -57,6 +57,19 @@ def test_the_dry_run_hides_what_the_gpu_image_may_lack():
     assert done.stdout.strip() == "['numpy', 'pytest']"
 
 
+def test_the_dispatch_counter_counts_each_outermost_operation_once():
+    """Three operations (asarray, +, sum) and one indexing; sum's own inner calls are not counted again."""
+    strict = pytest.importorskip("array_api_strict")
+    from benchmarks.dispatches import Counter, counting
+
+    with counting(Counter()) as counter:
+        x = strict.asarray([1.0, 2.0])
+        total = strict.sum(x + x)
+        x[0]
+    assert counter.snapshot() == (3, 1)
+    assert float(total) == 6.0
+
+
 STAGES = ("setup", "pytest", "checks", "timings")
 
 
@@ -114,4 +127,5 @@ def test_the_gpu_check_runs_through_on_cpu_stand_ins(tmp_path):
             row["phase_seconds_per_epoch"]["step"]["n"] == 2 and row["phase_seconds_per_epoch"]["evaluation"]["n"] == 2
         )
     assert results["contenders"]["book"]["phase_seconds_per_epoch"]["mask"]["n"] == 2
+    assert {"default", "book"} == set(results["dispatches"]) and "array operations (default" in output
     assert "| the PyTorch peer, cpu |" in output and "gpu_check: all stages passed" in output
