@@ -88,25 +88,20 @@ class Report:
 
 @contextlib.contextmanager
 def cupy_captured():
-    """The work queued inside is captured as a CUDA graph, then launched and waited for: while a stream is captured,
-    CUDA refuses every synchronising call (a device-to-host copy, a stream or device wait), so a hidden host sync
-    raises. Allocations come from the stream-ordered pool, which CUDA can capture."""
+    """The work queued inside is captured as a CUDA graph (``cupy.cuda.Stream.begin_capture``, cupy's relaxed mode,
+    in which its memory pool may still grow), then launched and waited for: while a stream is captured, CUDA refuses
+    every synchronising call (a device-to-host copy, a stream or device wait), so a hidden host sync raises."""
     import cupy
 
-    allocator = cupy.cuda.get_allocator()
-    cupy.cuda.set_allocator(cupy.cuda.MemoryAsyncPool().malloc)
     stream = cupy.cuda.Stream(non_blocking=True)
-    try:
-        with stream:
-            stream.begin_capture(cupy.cuda.runtime.streamCaptureModeRelaxed)
-            try:
-                yield
-            finally:
-                graph = stream.end_capture()
-            graph.launch(stream)
-        stream.synchronize()
-    finally:
-        cupy.cuda.set_allocator(allocator)
+    with stream:
+        stream.begin_capture()
+        try:
+            yield
+        finally:
+            graph = stream.end_capture()
+        graph.launch(stream)
+    stream.synchronize()
 
 
 @contextlib.contextmanager
