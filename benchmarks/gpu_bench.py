@@ -32,7 +32,6 @@ from benchmarks.timing import paired_ratios, summary  # noqa: E402
 from portable_cnn import Callback, Config, UserError, get_backend, load_mnist  # noqa: E402
 from portable_cnn.backends import LIBRARIES  # noqa: E402
 
-WARMUP_EPOCHS = 3
 TARGET_SECONDS = 5.0  # the default recipe's 300 epochs on cupy, on an H200
 TARGET_RATIO = 1.2  # cupy's and jax's time over the PyTorch peer's
 PEER = "peer"
@@ -48,10 +47,13 @@ class Setting:
     jax_device: str
     train_size: int = 1000
     test_size: int = 10000
+    warmup_epochs: int = 3  # CUDA contexts, cuBLAS handles, kernel compilation
 
 
 GPU = Setting(cupy=("cupy", "cuda:0"), torch_device="cuda:0", jax_device="cuda:0")
-DRY = Setting(cupy=("numpy", None), torch_device="cpu", jax_device="cpu", train_size=256, test_size=500)
+DRY = Setting(
+    cupy=("numpy", None), torch_device="cpu", jax_device="cpu", train_size=256, test_size=200, warmup_epochs=1
+)
 
 
 class PhaseTimer(Callback):
@@ -183,7 +185,9 @@ def contenders(setting: Setting, log) -> tuple[dict, list[str]]:
     return built, missing
 
 
-def measure(mnist, built: dict, epochs: int, reps: int, phase_epochs: int, budget: float, log, save) -> dict:
+def measure(
+    mnist, built: dict, epochs: int, reps: int, phase_epochs: int, budget: float, log, save, warmup: int
+) -> dict:
     """Whole trainings in interleaved rounds (within ``budget`` seconds), then each contender's phases; each
     contender's run in its own try (a crash loses that figure only, with its error in the row), and ``save(rows)``
     after each."""
@@ -225,7 +229,7 @@ def measure(mnist, built: dict, epochs: int, reps: int, phase_epochs: int, budge
         }
 
     for key, contender in built.items():
-        attempt(key, "warm-up", lambda contender=contender: contender.run(mnist, WARMUP_EPOCHS))
+        attempt(key, "warm-up", lambda contender=contender: contender.run(mnist, warmup))
     for index in range(reps):  # interleaved rounds: a burst of load hits every contender alike
         round_started = time.perf_counter()
         for key in built:
@@ -337,7 +341,10 @@ def main(argv=None) -> int:
     if PEER not in built:
         print("gpu_bench: the PyTorch peer cannot run here; nothing to compare with")
         return 1
-    log(f"timing {', '.join(built)}: {reps} x {epochs} epochs (+ {WARMUP_EPOCHS} warm-up, {phase_epochs} phased)")
+    log(
+        f"timing {', '.join(built)}: {reps} x {epochs} epochs "
+        f"(+ {setting.warmup_epochs} warm-up, {phase_epochs} phased)"
+    )
     mnist = load_mnist(None)
     device = device_name(args.dry_run)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -352,7 +359,7 @@ def main(argv=None) -> int:
     def save(rows):
         args.json.write_text(json.dumps(document(device, epochs, rows, missing, dispatches), indent=1) + "\n")
 
-    rows = measure(mnist, built, epochs, reps, phase_epochs, args.budget, log, save)
+    rows = measure(mnist, built, epochs, reps, phase_epochs, args.budget, log, save, setting.warmup_epochs)
     print(table(document(device, epochs, rows, missing, dispatches)))
     log(f"wrote {args.json}")
     failed = [key for key, row in rows.items() if row["errors"]]

@@ -55,7 +55,7 @@ class Sizes:
 
 
 GPU_SIZES = Sizes(train_size=1000, test_size=10000, float32_epochs=5)
-DRY_SIZES = Sizes(train_size=256, test_size=300, float32_epochs=1)
+DRY_SIZES = Sizes(train_size=256, test_size=200, float32_epochs=1)
 FLOAT32_TOLERANCE = 0.005  # test accuracy, against numpy's, per epoch
 FLOAT64_TOLERANCE = 1e-10  # parameters, against numpy's, after one epoch
 
