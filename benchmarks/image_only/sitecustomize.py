@@ -4,8 +4,8 @@ image may lack, so that the dry run sees only what the check can count on there.
 
 Seen: the standard library, the folders on PYTHONPATH (the checkout, the prepared wheels unpacked) and the
 distributions in :data:`IMAGE` with everything they require. Hidden: every other installed distribution (Pillow,
-matplotlib, dask, tqdm, scikit-learn, onnx, playwright, array-api-compat, array-api-strict, threadpoolctl: the
-last three come from the wheels instead). Importing a hidden one raises ModuleNotFoundError, as it would there.
+matplotlib, dask, tqdm, playwright, array-api-compat, array-api-strict, threadpoolctl: the last three come from
+the wheels instead). Importing a hidden one raises ModuleNotFoundError, as it would there.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import re
 import site
 import sys
 
-# What the lent image holds for sure (/work/.library/device/KINDS.md names more; the dry run counts on less).
-IMAGE = ("numpy", "torch", "jax", "jaxlib", "pytest")
+# What the lent image holds, as its description lists it, and the suite imports: the libraries of the check (numpy,
+# torch, jax, pytest) and those test modules import at collection (scikit-learn, onnx, onnxruntime, safetensors).
+# The image has more (Pillow, matplotlib, tqdm ...): the dry run counts on less, so the check never needs them.
+IMAGE = ("numpy", "torch", "jax", "jaxlib", "pytest", "scikit-learn", "onnx", "onnxruntime", "safetensors")
 
 
 def _name(text: str) -> str:
