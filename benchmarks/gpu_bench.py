@@ -1,17 +1,17 @@
 """300 epochs on the GPU (stage 4 of benchmarks/gpu_check.sh): portable-cnn on cupy, torch CUDA and jax, the
 PyTorch peer, and ``--book``, each trained whole and timed, and the mask, the step and the evaluation timed apart.
 
-    python benchmarks/gpu_bench.py [--epochs 300] [--reps 2] [--budget 170] [--out DIR] [--dry-run]
+    python benchmarks/gpu_bench.py [--epochs 300] [--reps 2] [--budget 170] [--json PATH] [--dry-run]
 
-Whole trainings (the book's protocol: 1000 training images, the 10000 test images evaluated every epoch)
-run in interleaved rounds after a warm-up training of a few epochs each (CUDA contexts, cuBLAS handles,
-kernel compilation), with the device synchronised before and after each timer; no new round starts once
-``--budget`` seconds are spent. A separate run of ``--phase-epochs`` epochs per contender synchronises at
-the phase boundaries (the trainer's callbacks: masks drawn before the first batch, the batches, the
-evaluation) and reports each phase per epoch; the peer's masks are inside its step. Writes
-``<out>/gpu-timings.json`` and prints a Markdown table with the targets: the default recipe on cupy
-<= 5 s, cupy and jax each <= 1.2x the PyTorch peer. ``--dry-run``: CPU stand-ins (numpy for cupy,
-torch and jax on the CPU), 2 epochs of 256 images, one round.
+Whole trainings (the book's protocol: 1000 training images, the 10000 test images evaluated every epoch) run in
+interleaved rounds after a warm-up training of a few epochs each (CUDA contexts, cuBLAS handles, kernel
+compilation), with the device synchronised before and after each timer; no new round starts once ``--budget``
+seconds are spent. A separate run of ``--phase-epochs`` epochs per contender synchronises at the phase boundaries
+(the trainer's callbacks: masks drawn before the first batch, the batches, the evaluation) and reports each phase
+per epoch; the peer's masks are inside its step. Each contender's run is tried alone (a crash loses that figure,
+noted in its row) and ``--json`` is rewritten after each; then it prints a Markdown table with the targets: the
+default recipe on cupy <= 5 s, cupy and jax each <= 1.2x the PyTorch peer. ``--dry-run``: CPU stand-ins (numpy for
+cupy, torch and jax on the CPU), 2 epochs of 256 images, one round.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.timing import paired_ratios, summary  # noqa: E402 (after the sys.path line)
+from benchmarks.dispatches import count as count_dispatches  # noqa: E402 (after the sys.path line)
+from benchmarks.timing import paired_ratios, summary  # noqa: E402
 from portable_cnn import Callback, Config, UserError, get_backend, load_mnist  # noqa: E402
 from portable_cnn.backends import LIBRARIES  # noqa: E402
 
-WARMUP_EPOCHS = 3
 TARGET_SECONDS = 5.0  # the default recipe's 300 epochs on cupy, on an H200
 TARGET_RATIO = 1.2  # cupy's and jax's time over the PyTorch peer's
 PEER = "peer"
@@ -47,10 +47,13 @@ class Setting:
     jax_device: str
     train_size: int = 1000
     test_size: int = 10000
+    warmup_epochs: int = 3  # CUDA contexts, cuBLAS handles, kernel compilation
 
 
 GPU = Setting(cupy=("cupy", "cuda:0"), torch_device="cuda:0", jax_device="cuda:0")
-DRY = Setting(cupy=("numpy", None), torch_device="cpu", jax_device="cpu", train_size=256, test_size=500)
+DRY = Setting(
+    cupy=("numpy", None), torch_device="cpu", jax_device="cpu", train_size=256, test_size=200, warmup_epochs=1
+)
 
 
 class PhaseTimer(Callback):
@@ -182,9 +185,22 @@ def contenders(setting: Setting, log) -> tuple[dict, list[str]]:
     return built, missing
 
 
-def measure(mnist, built: dict, epochs: int, reps: int, phase_epochs: int, budget: float, log) -> dict:
-    """Whole trainings in interleaved rounds (within ``budget`` seconds), then each contender's phases."""
-    started, accuracies = time.perf_counter(), {}
+def measure(
+    mnist, built: dict, epochs: int, reps: int, phase_epochs: int, budget: float, log, save, warmup: int
+) -> dict:
+    """Whole trainings in interleaved rounds (within ``budget`` seconds), then each contender's phases; each
+    contender's run in its own try (a crash loses that figure only, with its error in the row), and ``save(rows)``
+    after each."""
+    started, accuracies, errors = time.perf_counter(), {}, {key: [] for key in built}
+    samples = {key: [] for key in built}
+
+    def attempt(key, what, call):
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 (one contender's crash is its row's error, not the check's end)
+            errors[key].append(f"{what}: {type(error).__name__}: {str(error).strip()[:300]}")
+            log(f"  {key:>6}: {what} failed: {type(error).__name__}: {error}")
+            return None
 
     def run_once(key):
         contender = built[key]
@@ -194,34 +210,46 @@ def measure(mnist, built: dict, epochs: int, reps: int, phase_epochs: int, budge
         contender.sync()
         seconds = time.perf_counter() - begun
         log(f"  {key:>6}: {epochs} epochs in {seconds:.2f} s")
-        return {"seconds": seconds}
+        return seconds
 
-    for contender in built.values():
-        contender.run(mnist, WARMUP_EPOCHS)
-    samples = {key: [] for key in built}
+    rows = {}
+
+    def row(key, phases=None):
+        contender, taken = built[key], samples[key]
+        return {
+            "label": contender.label,
+            "samples": taken,
+            "seconds": summary([sample["seconds"] for sample in taken]) if taken else None,
+            "final_test_acc": accuracies.get(key),
+            "phase_seconds_per_epoch": {phase: summary(values) for phase, values in (phases or {}).items() if values},
+            "vs_peer": summary(paired_ratios(taken, samples[PEER], "seconds"))
+            if PEER in samples and taken and samples[PEER]
+            else None,
+            "errors": errors[key],
+        }
+
+    for key, contender in built.items():
+        attempt(key, "warm-up", lambda contender=contender: contender.run(mnist, warmup))
     for index in range(reps):  # interleaved rounds: a burst of load hits every contender alike
         round_started = time.perf_counter()
         for key in built:
-            samples[key].append({**run_once(key), "round": index})
+            seconds = attempt(key, f"round {index}", lambda key=key: run_once(key))
+            if seconds is not None:
+                samples[key].append({"seconds": seconds, "round": index})
+            rows[key] = row(key)
+            save(rows)
         now = time.perf_counter()
         if now - started + (now - round_started) > budget:
             log(f"  stopping after {index + 1} round(s): the next would pass the {budget:g} s budget")
             break
-    rows = {}
     for key, contender in built.items():
-        phases = contender.phases(mnist, phase_epochs)
-        rows[key] = {
-            "label": contender.label,
-            "samples": samples[key],
-            "seconds": summary([sample["seconds"] for sample in samples[key]]),
-            "final_test_acc": accuracies[key],
-            "phase_seconds_per_epoch": {phase: summary(values) for phase, values in phases.items() if values},
-            "vs_peer": summary(paired_ratios(samples[key], samples[PEER], "seconds")) if PEER in samples else None,
-        }
+        phases = attempt(key, "phases", lambda contender=contender: contender.phases(mnist, phase_epochs))
+        rows[key] = row(key, phases)
+        save(rows)
     return rows
 
 
-def document(device: str, epochs: int, rows: dict, missing: list[str]) -> dict:
+def document(device: str, epochs: int, rows: dict, missing: list[str], dispatches: dict | None = None) -> dict:
     """The results file: the rows and the targets, judged on medians (unmet where a contender is missing)."""
 
     def median(key, field):
@@ -238,7 +266,8 @@ def document(device: str, epochs: int, rows: dict, missing: list[str]) -> dict:
         (f"jax within {TARGET_RATIO}x of the PyTorch peer", median("jax", "vs_peer"), TARGET_RATIO),
     ]
     return {
-        "schema": 2,
+        "schema": 3,
+        "dispatches": dispatches or {},
         "device": device,
         "epochs": epochs,
         "contenders": rows,
@@ -261,11 +290,17 @@ def table(results: dict) -> str:
         phases = row["phase_seconds_per_epoch"]
         per_epoch = [f"{1000 * phases[phase]['median']:.2f}" if phase in phases else "in step" for phase in PHASES]
         ratio = spread(row["vs_peer"]) if row["vs_peer"] else "–"
-        lines.append(
-            f"| {row['label']} | {spread(row['seconds'])} | {ratio} | {' | '.join(per_epoch)} "
-            f"| {number(row['final_test_acc'])} |"
-        )
+        seconds = spread(row["seconds"]) if row["seconds"] else "failed"
+        accuracy = number(row["final_test_acc"]) if row["final_test_acc"] is not None else "–"
+        lines.append(f"| {row['label']} | {seconds} | {ratio} | {' | '.join(per_epoch)} | {accuracy} |")
     lines.append("")
+    for recipe, counted in results["dispatches"].items():
+        lines.append(
+            f"- array operations ({recipe}, counted on the CPU by benchmarks/dispatches.py): "
+            f"{counted['per_batch']['operations']} per batch, {counted['masks']['operations']} for the epoch's masks, "
+            f"{counted['evaluation_and_read']['operations']} for the evaluation and read, "
+            f"{counted['per_epoch']['operations']} per epoch (+ {counted['per_epoch']['indexing']} indexing)"
+        )
     lines += [f"- missing: {line}" for line in results["missing"]]
     for target in results["targets"]:
         lines.append(
@@ -291,7 +326,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=2, help="timed trainings per contender, interleaved (default 2)")
     parser.add_argument("--phase-epochs", type=int, help="epochs of the phase timings (default 20, dry run 2)")
     parser.add_argument("--budget", type=float, default=170.0, help="no new round after this many seconds")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "gpu-timings.json", help="the results file")
     parser.add_argument("--dry-run", action="store_true", help="CPU stand-ins at small sizes")
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.dry_run else 300)
@@ -306,16 +341,29 @@ def main(argv=None) -> int:
     if PEER not in built:
         print("gpu_bench: the PyTorch peer cannot run here; nothing to compare with")
         return 1
-    log(f"timing {', '.join(built)}: {reps} x {epochs} epochs (+ {WARMUP_EPOCHS} warm-up, {phase_epochs} phased)")
+    log(
+        f"timing {', '.join(built)}: {reps} x {epochs} epochs "
+        f"(+ {setting.warmup_epochs} warm-up, {phase_epochs} phased)"
+    )
     mnist = load_mnist(None)
-    rows = measure(mnist, built, epochs, reps, phase_epochs, args.budget, log)
-    results = document(device_name(args.dry_run), epochs, rows, missing)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / ("gpu-timings-dry-run.json" if args.dry_run else "gpu-timings.json")
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    print(table(results))
-    log(f"wrote {path}")
-    return 1 if missing and not args.dry_run else 0
+    device = device_name(args.dry_run)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+
+    dispatches = {}
+    for recipe in ("default", "book"):
+        try:
+            dispatches[recipe] = count_dispatches(recipe == "book", setting.train_size, setting.test_size)
+        except Exception as error:  # noqa: BLE001 (a missing count is noted, the timings still run)
+            log(f"  cannot count the array operations ({recipe}): {type(error).__name__}: {error}")
+
+    def save(rows):
+        args.json.write_text(json.dumps(document(device, epochs, rows, missing, dispatches), indent=1) + "\n")
+
+    rows = measure(mnist, built, epochs, reps, phase_epochs, args.budget, log, save, setting.warmup_epochs)
+    print(table(document(device, epochs, rows, missing, dispatches)))
+    log(f"wrote {args.json}")
+    failed = [key for key, row in rows.items() if row["errors"]]
+    return 1 if failed or (missing and not args.dry_run) else 0
 
 
 if __name__ == "__main__":

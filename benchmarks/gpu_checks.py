@@ -1,15 +1,21 @@
 """The GPU check's proofs (stage 3 of benchmarks/gpu_check.sh), one PASS/FAIL line each, on every GPU library.
 
-    python benchmarks/gpu_checks.py [--dry-run]
+    python benchmarks/gpu_checks.py [--dry-run] [--json PATH]
 
-For cupy, torch CUDA and jax GPU: no host synchronisation inside the batch loop (each batch runs under
-the library's own guard: ``cupyx.allow_synchronize(False)``, ``torch.cuda.set_sync_debug_mode("error")``,
-``jax.transfer_guard_device_to_host("disallow")``), Philox words, floats and masks equal to numpy's, five float32
-epochs within 0.005 test accuracy of numpy's, one float64 epoch within 1e-10 of numpy's parameters, a
-run stopped in mid-epoch that resumes to the straight run, and the command line's ``info``,
-``--device cuda:1`` and ``CUDA_VISIBLE_DEVICES=""`` each ending in one line. ``--dry-run`` runs the same
-checks on CPU stand-ins (array-api-strict's emulated "device1" for cupy, torch and jax on the CPU) at
-small sizes; there a stand-in that is not installed is skipped, on the GPU machine it fails.
+For cupy, torch CUDA and jax GPU: no host synchronisation inside the batch loop (from the epoch's start, where its
+dropout masks are drawn, to its last batch's end; for --book, whose masks are uploaded from the host once an epoch,
+each batch) under a guard: on cupy the batches are captured as a CUDA graph (CUDA refuses any synchronisation while
+a stream is captured; ``cupyx.allow_synchronize`` is deprecated) and then launched, on torch
+``torch.cuda.set_sync_debug_mode("error")``, on jax ``jax.transfer_guard_device_to_host("disallow")``; Philox words,
+floats and masks equal to numpy's, five float32 epochs within 0.005 test accuracy of numpy's, one float64 epoch
+within 1e-10 of numpy's parameters, a run stopped in mid-epoch that resumes to the straight run, ``predict`` from
+the library outside any run on the model's device, and the command line's ``info``, ``--device cuda:1`` and
+``CUDA_VISIBLE_DEVICES=""`` each ending in one line of the package's (the libraries' own log lines, such as XLA's
+cuInit warning, are not counted).
+
+``--json PATH`` writes every result so far after each check. ``--dry-run`` runs the same checks on CPU stand-ins
+(array-api-strict's emulated "device1" for cupy, torch and jax on the CPU) at small sizes; there a stand-in that is
+not installed is skipped, on the GPU machine it fails.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +36,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from portable_cnn import Callback, Config, UserError, get_backend, load_mnist, philox, train  # noqa: E402 (after the sys.path line)
+from portable_cnn import Callback, Config, ConvNet, UserError, get_backend, load_mnist, philox, train  # noqa: E402 (after the sys.path line)
 from portable_cnn.backends import LIBRARIES, to_host  # noqa: E402 (after the sys.path line)
 from portable_cnn.runs import Interrupted  # noqa: E402 (after the sys.path line)
 
@@ -48,20 +55,25 @@ class Sizes:
 
 
 GPU_SIZES = Sizes(train_size=1000, test_size=10000, float32_epochs=5)
-DRY_SIZES = Sizes(train_size=256, test_size=1000, float32_epochs=2)
+DRY_SIZES = Sizes(train_size=256, test_size=200, float32_epochs=1)
 FLOAT32_TOLERANCE = 0.005  # test accuracy, against numpy's, per epoch
 FLOAT64_TOLERANCE = 1e-10  # parameters, against numpy's, after one epoch
 
 
 class Report:
-    """PASS/FAIL/SKIP lines as the checks go; the exit status is 1 if any failed."""
+    """PASS/FAIL/SKIP lines as the checks go, and every result so far in ``json_path`` after each;
+    the exit status is 1 if any failed."""
 
-    def __init__(self):
-        self.failures = 0
+    def __init__(self, json_path: Path | None = None):
+        self.failures, self.results, self.json_path = 0, [], json_path
 
     def line(self, status: str, name: str, detail: str = "") -> None:
         self.failures += status == "FAIL"
         print(f"{status} {name}{': ' + detail if detail else ''}", flush=True)
+        self.results.append({"status": status, "check": name, "detail": detail})
+        if self.json_path is not None:
+            self.json_path.parent.mkdir(parents=True, exist_ok=True)
+            self.json_path.write_text(json.dumps({"failures": self.failures, "results": self.results}, indent=1) + "\n")
 
     def check(self, name: str, run, *arguments) -> None:
         """Run ``run(*arguments)`` (returns a detail string, raises AssertionError or anything else on failure)."""
@@ -75,13 +87,29 @@ class Report:
 
 
 @contextlib.contextmanager
-def no_host_sync(backend):
-    """Inside, any host synchronisation or transfer on ``backend``'s device raises (the library's own guard);
-    on a CPU stand-in without one, nothing is guarded (tests/test_syncs.py counts host reads there)."""
-    if backend.name == "cupy":
-        import cupyx
+def cupy_captured():
+    """The work queued inside is captured as a CUDA graph (``cupy.cuda.Stream.begin_capture``, cupy's relaxed mode,
+    in which its memory pool may still grow), then launched and waited for: while a stream is captured, CUDA refuses
+    every synchronising call (a device-to-host copy, a stream or device wait), so a hidden host sync raises."""
+    import cupy
 
-        with cupyx.allow_synchronize(False):
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        try:
+            yield
+        finally:
+            graph = stream.end_capture()
+        graph.launch(stream)
+    stream.synchronize()
+
+
+@contextlib.contextmanager
+def no_host_sync(backend):
+    """Inside, any host synchronisation or read on ``backend``'s device raises (on cupy, when the capture ends);
+    on a CPU stand-in, nothing is guarded (tests/test_syncs.py counts host reads there)."""
+    if backend.name == "cupy":
+        with cupy_captured():
             yield
     elif backend.name == "torch" and backend.device.type == "cuda":
         import torch
@@ -100,19 +128,29 @@ def no_host_sync(backend):
         yield
 
 
-class GuardEachBatch(Callback):
-    """Runs every batch (its forward, gradients, update and device-side counts) inside :func:`no_host_sync`."""
+class GuardTheBatchLoop(Callback):
+    """Runs the batch loop inside :func:`no_host_sync`: from the epoch's start (its masks drawn on the device) to
+    its last batch's end, or each batch alone for ``--book`` (its masks are the host stream's, uploaded per epoch)."""
 
-    def __init__(self, backend):
-        self.backend, self.batches, self._guard = backend, 0, None
+    def __init__(self, backend, book: bool):
+        self.backend, self.book, self.batches, self._guard = backend, book, 0, None
+
+    def _open(self):
+        if self._guard is None:
+            self._guard = contextlib.ExitStack()
+            self._guard.enter_context(no_host_sync(self.backend))
+
+    def on_epoch_begin(self, state):
+        if not self.book:
+            self._open()
 
     def on_batch_begin(self, state):
-        self._guard = contextlib.ExitStack()
-        self._guard.enter_context(no_host_sync(self.backend))
+        self._open()
 
     def on_batch_end(self, state, images):
-        self._close()
         self.batches += 1
+        if self.book or self.batches % len(state.batches) == 0:
+            self._close()
 
     def on_train_end(self, state):
         self._close()
@@ -153,10 +191,23 @@ def test_accuracies(history) -> list[float]:
 
 
 def check_no_sync(backend, device, sizes: Sizes, mnist, book: bool) -> str:
-    guard = GuardEachBatch(backend)
-    train(config(sizes, epochs=1, book=book, backend=backend.name, device=device), mnist, callbacks=(guard,))
+    guard = GuardTheBatchLoop(backend, book)
+    train(config(sizes, epochs=2, book=book, backend=backend.name, device=device), mnist, callbacks=(guard,))
     assert guard.batches > 0, "no batch ran"
-    return f"{guard.batches} batches without a host sync"
+    watched = "each batch" if book else "each epoch's masks and batches"
+    return f"{guard.batches} batches without a host sync ({watched} guarded)"
+
+
+def check_predict(backend, device, sizes: Sizes, mnist) -> str:
+    """A model trained on the device, asked from the library after the run (no device made current by it)."""
+    run = train(config(sizes, epochs=1, backend=backend.name, device=device), mnist)
+    images = mnist.test_images[:500]
+    predicted = to_host(run.model.predict(images))
+    model = run.model
+    on_host = ConvNet({name: to_host(array) for name, array in model.params.items()}, model.kernel_size, model.positions)
+    agree = int(np.sum(predicted == to_host(on_host.predict(images))))
+    assert agree >= len(images) - 2, f"{agree} of {len(images)} predictions equal to numpy's"
+    return f"{agree} of {len(images)} predictions equal to numpy's, made on the model's device"
 
 
 def check_philox(backend, device) -> str:
@@ -215,8 +266,14 @@ def check_resume(backend, device, sizes: Sizes, mnist) -> str:
     return f"stopped at epoch 1 batch 1, resumed: the straight run's lines, parameters within {gap:.3g}"
 
 
+def package_lines(stderr: str) -> list[str]:
+    """The lines the package wrote (``portable-cnn: ...``), not the libraries' own logs (XLA's cuInit warning)."""
+    return [line for line in stderr.splitlines() if line.startswith("portable-cnn")]
+
+
 def ends_in_one_line(arguments: list[str], environment: dict, may_succeed: bool) -> str:
-    """``portable-cnn ARGUMENTS`` ends cleanly: no traceback, and a refusal says why in exactly one line on stderr."""
+    """``portable-cnn ARGUMENTS`` ends cleanly: no traceback, and a refusal says why in exactly one line of the
+    package's on stderr."""
     command = [sys.executable, "-m", "portable_cnn", *arguments]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **environment}, timeout=120)
     output = done.stdout + done.stderr
@@ -224,8 +281,8 @@ def ends_in_one_line(arguments: list[str], environment: dict, may_succeed: bool)
     if done.returncode == 0:
         assert may_succeed, "it succeeded where it should have refused"
         return "ran"
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, f"{len(lines)} lines on stderr: {done.stderr.strip()!r}"
+    lines = package_lines(done.stderr)
+    assert len(lines) == 1, f"{len(lines)} lines of the package's on stderr: {done.stderr.strip()!r}"
     return lines[0]
 
 
@@ -244,9 +301,10 @@ def cli_checks(report: Report, targets, sizes: Sizes) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/gpu_checks.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="CPU stand-ins at small sizes")
+    parser.add_argument("--json", type=Path, help="write the results so far here after each check")
     args = parser.parse_args(argv)
     targets, sizes = (STAND_INS, DRY_SIZES) if args.dry_run else (GPU_TARGETS, GPU_SIZES)
-    report = Report()
+    report = Report(args.json)
     mnist = load_mnist(None)
     reference32 = train(config(sizes, epochs=sizes.float32_epochs), mnist)
     reference64 = train(config(sizes, epochs=1, dtype="float64"), mnist)
@@ -268,6 +326,7 @@ def main(argv=None) -> int:
         report.check(f"{label}: float32", check_float32, backend, device, sizes, mnist, reference32)
         report.check(f"{label}: float64", check_float64, backend, device, sizes, mnist, reference64)
         report.check(f"{label}: stop and resume", check_resume, backend, device, sizes, mnist)
+        report.check(f"{label}: predict outside the run", check_predict, backend, device, sizes, mnist)
     cli_checks(report, DRY_CLI_TARGETS if args.dry_run else targets, sizes)
     print(f"gpu_checks: {report.failures} failed", flush=True)
     return 1 if report.failures else 0

@@ -22,14 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as device_of
 
 from .errors import UserError
 from .pool import Workers, one_blas_thread
 
 # Test images per evaluation batch on each kind of device: small enough on a CPU for the hidden layer
-# to stay in cache (measured fastest with blocks and threads, benchmarks/README.md), large on a GPU to
-# amortise kernel launches.
-EVAL_BATCH = {"cpu": 64, "gpu": 2048}
+# to stay in cache (measured fastest with blocks and threads, benchmarks/README.md); on a GPU MNIST's whole
+# test set in one chunk (a few kernels, not a few per chunk; about 0.9 GB of feature maps in float64).
+EVAL_BATCH = {"cpu": 64, "gpu": 10000}
 # Images per row block of a training batch: on a CPU few enough for a block's hidden-layer arrays to stay
 # in the caches (measured fastest, benchmarks/README.md); on a GPU the whole batch (None), few large kernels.
 BLOCK_SIZE = {"cpu": 32, "gpu": None}
@@ -48,6 +49,7 @@ class Library:
     to_host: Callable[[Any], np.ndarray]
     cpu: bool = True  # runs on the CPU
     gpu: str | None = None  # the --device prefix of its GPUs, if it has any
+    gpu_aliases: tuple[str, ...] = ()  # other --device prefixes that name its GPUs (jax's and cupy's "gpu")
     activate: Callable[[Any, Any], Any] = lambda module, device: contextlib.nullcontext()
     sync: Callable[[Any, Any], None] = lambda module, device: None
     native: Callable[[Any, Any, int], NativeGenerator] | None = None  # (module, device, seed) -> its own generator
@@ -58,7 +60,8 @@ class Library:
 
     def on_gpu(self, device: str | None) -> bool:
         """Whether ``--device`` names one of its GPUs (read from the text alone: nothing is imported)."""
-        return not self.cpu or (self.gpu is not None and str(device or "").startswith(self.gpu))
+        prefix = str(device or "").partition(":")[0]
+        return not self.cpu or (self.gpu is not None and prefix in (self.gpu, *self.gpu_aliases))
 
 
 @dataclass(frozen=True)
@@ -295,9 +298,10 @@ def _jax_devices(jax) -> list[str]:
 
 @contextlib.contextmanager
 def _jax_activate(jax, device):
-    """64-bit integers and floats (Philox's int64 words, --dtype float64) and the run's device, for this run only:
-    JAX's global default (32 bits) is left as it was."""
-    with jax.enable_x64(True), jax.default_device(device):
+    """64-bit integers and floats (Philox's int64 words, --dtype float64), the run's device and full float32 matrix
+    products (on an NVIDIA GPU JAX's default is TF32, whose float32 results drift from numpy's), for this run only:
+    JAX's global defaults are left as they were."""
+    with jax.enable_x64(True), jax.default_device(device), jax.default_matmul_precision("highest"):
         yield
 
 
@@ -346,6 +350,7 @@ LIBRARIES = {
             lambda array: array.get(),
             cpu=False,
             gpu="cuda",
+            gpu_aliases=("gpu",),
             activate=lambda cupy, device: device,
             sync=lambda cupy, device: device.synchronize(),
             native=_cupy_native,
@@ -373,6 +378,7 @@ LIBRARIES = {
             _jax_devices,
             np.asarray,
             gpu="cuda",
+            gpu_aliases=("gpu",),
             activate=_jax_activate,
             sync=_jax_sync,
             native=_jax_native,
@@ -504,6 +510,15 @@ def compiled(function: Callable, library: str) -> Callable:
     if entry is None or entry.compile is None:
         return function
     return entry.compile(importlib.import_module(entry.module), function)
+
+
+def on_device_of(array):
+    """A context in which the library of ``array`` works on the array's device (CuPy creates arrays on its current
+    device, whatever ``device=`` says): what :meth:`Backend.activated` gives a run, for work on an array alone."""
+    entry = library_of(array)
+    if entry is None:
+        return contextlib.nullcontext()
+    return entry.activate(importlib.import_module(entry.module), device_of(array))
 
 
 def library_name(array) -> str:

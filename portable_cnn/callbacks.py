@@ -6,12 +6,8 @@ stop requests. Subclass :class:`Callback` and pass it to ``train(..., callbacks=
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import operator
 import sys
-
-from array_api_compat import array_namespace
 
 from . import checkpoint
 from .backends import to_host
@@ -36,6 +32,9 @@ class Callback:
 
     def on_train_begin(self, state: TrainState) -> None:
         """Before the first batch."""
+
+    def on_epoch_begin(self, state: TrainState) -> None:
+        """Before each epoch's dropout masks are drawn: from here to its last batch's end, no host sync."""
 
     def on_batch_begin(self, state: TrainState) -> None:
         """Before each batch (the last chance to stop before it)."""
@@ -261,20 +260,16 @@ class DivergenceCheck(Callback):
         self._checkpoints = checkpoints
 
     def on_epoch_end(self, state, record):
-        problem = divergence(record, state.model)
+        problem = divergence(record, state.parameters_finite)
         if problem:
             raise self._checkpoints.keep_last_good(state, problem, record.epoch)
 
 
-def divergence(record: EpochRecord, model) -> str | None:
-    """What went non-finite in an epoch, or None: the loss (already on the host), then the parameters.
-
-    Called once per epoch; the parameter check is one device reduction read as one host boolean.
-    """
+def divergence(record: EpochRecord, parameters_finite: bool) -> str | None:
+    """What went non-finite in an epoch, or None: the loss, then the parameters (both read with the epoch's figures,
+    in its one transfer: no read of its own)."""
     if not math.isfinite(record.loss):
         return f"the loss became {record.loss}"
-    xp = array_namespace(model.like)
-    finite = [xp.all(xp.isfinite(array)) for array in model.params.values()]
-    if not bool(functools.reduce(operator.and_, finite)):
+    if not parameters_finite:
         return "the weights became NaN or infinite"
     return None

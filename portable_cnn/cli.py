@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_arguments(evaluate_parser)
     evaluate_parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.npz")
     evaluate_parser.add_argument("--test-size", type=_at_least(1), help="first N test images (default: all)")
-    evaluate_parser.add_argument("--eval-batch-size", type=_at_least(1), help="(default 64 on a CPU, 2048 on a GPU)")
+    evaluate_parser.add_argument("--eval-batch-size", type=_at_least(1), help="(default 64 on a CPU, 10000 on a GPU)")
     evaluate_parser.add_argument("--plot", metavar="OUT.png", help="also draw the confusion matrix")
     evaluate_parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     evaluate_parser.set_defaults(run=_evaluate)

@@ -60,7 +60,7 @@ class Config:
     test_size: int = setting(10000, "first N test images", minimum=1)
     seed: int = setting(1, "the random numbers' seed", "recipe", minimum=0, sweep="none")
     eval_batch_size: int | None = setting(
-        None, "test images per evaluation batch (default 64 on a CPU, 2048 on a GPU)", minimum=1
+        None, "test images per evaluation batch (default 64 on a CPU, 10000 on a GPU)", minimum=1
     )
     block_size: int | None = setting(
         None,

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, NamedTuple
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
-from . import ops
+from . import backends, ops
 
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
@@ -129,15 +129,17 @@ class Network:
         """Class indices for ``(N, 28, 28)``, ``(N, 784)`` or one ``(28, 28)`` image, host or device.
 
         Integer images are read as 0-255 pixels, floating ones as already scaled to [0, 1]. Returns
-        an integer array in the model's namespace and on its device.
+        an integer array in the model's namespace and on its device, wherever it is called from: the work
+        runs on the parameters' device (on CuPy, not on whatever device is current).
         """
         xp = array_namespace(self.like)
-        images = as_model_images(images, self.like)
-        scores = [
-            xp.argmax(self.logits(images[start:stop, ...]), axis=-1)
-            for start, stop in ops.slices(images.shape[0], batch_size)
-        ]
-        return xp.concat(scores) if scores else xp.zeros((0,), dtype=xp.int64, device=device_of(self.like))
+        with backends.on_device_of(self.like):
+            images = as_model_images(images, self.like)
+            scores = [
+                xp.argmax(self.logits(images[start:stop, ...]), axis=-1)
+                for start, stop in ops.slices(images.shape[0], batch_size)
+            ]
+            return xp.concat(scores) if scores else xp.zeros((0,), dtype=xp.int64, device=device_of(self.like))
 
 
 @network

@@ -5,6 +5,8 @@ callbacks do that. Device scalars come to the host once per epoch, never inside 
 
 from __future__ import annotations
 
+import functools
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +73,7 @@ class TrainState:
     start: Position
     epoch_start: Snapshot | None = None
     stop_training: bool = False
+    parameters_finite: bool = True  # after the last epoch, read with its figures (the divergence check's)
 
 
 @dataclass
@@ -244,9 +247,10 @@ def fit(
                 break
             state.epoch_start = Snapshot(model.params, random_source.state(), resumed, len(history))
             started = time.perf_counter()
-            masks = random_source.keep_masks([(stop - begin, model.hidden_size) for begin, stop in spans], KEEP_PROB)
             correct = xp.asarray(resumed.correct, dtype=xp.int64, device=where)
             loss = xp.asarray(resumed.loss, dtype=model.like.dtype, device=where)
+            _notify(callbacks, "on_epoch_begin", state)  # from here to the last batch's end: no host sync
+            masks = random_source.keep_masks([(stop - begin, model.hidden_size) for begin, stop in spans], KEEP_PROB)
             for index, ((begin, end), keep_mask) in enumerate(zip(spans, masks)):
                 if index < resumed.batch:
                     continue  # its mask was drawn (the stream stays in step) but the batch was trained before
@@ -268,7 +272,7 @@ def fit(
                 _notify(callbacks, "on_batch_end", state, end - begin)
             if stopped is not None:
                 break
-            record = _epoch_record(
+            record, state.parameters_finite = _epoch_record(
                 model, data, config, workers, count_batch, epoch, correct, loss, resumed.seconds - started
             )
             history.append(record)
@@ -282,24 +286,27 @@ def fit(
 
 def _epoch_record(
     model, data: DeviceData, config: Config, workers, count_batch, epoch: int, correct, loss, clock_offset: float
-) -> EpochRecord:
-    """The epoch's figures on the host, evaluating the test set if this epoch is due, brought over in one transfer;
-    its seconds are ``time.perf_counter() + clock_offset`` once they are on the host."""
+) -> tuple[EpochRecord, bool]:
+    """The epoch's figures on the host, evaluating the test set if this epoch is due, and whether every parameter is
+    finite, all brought over in one transfer; its seconds are ``time.perf_counter() + clock_offset`` once they are on
+    the host."""
     evaluated = epoch % config.test_every == 0 or epoch + 1 == config.epochs
     trained = batches(config, data.train_size)[-1][1]
-    counts = [correct, loss]
+    xp = array_namespace(loss)
+    finite = functools.reduce(operator.and_, [xp.all(xp.isfinite(array)) for array in model.params.values()])
+    counts = [correct, loss, finite]
     if evaluated:
         counts.append(
             correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers, count_batch)
         )
-    xp = array_namespace(loss)
     # One stacked read in the loss's dtype: counts up to 2**24 (MNIST has 70000 images) are exact in float32.
     figures = backends.to_host(xp.stack([xp.astype(count, loss.dtype) for count in counts])).tolist()
     train_acc = int(figures[0]) / float(data.train_size)  # the book divides by every image, trained or not
-    test_acc = int(figures[2]) / float(data.test_images.shape[0]) if evaluated else None
+    test_acc = int(figures[3]) / float(data.test_images.shape[0]) if evaluated else None
     seconds = time.perf_counter() + clock_offset
     speed = trained / seconds if seconds > 0 else 0.0
-    return EpochRecord(epoch, train_acc, test_acc, figures[1] / max(trained, 1), seconds, speed)
+    record = EpochRecord(epoch, train_acc, test_acc, figures[1] / max(trained, 1), seconds, speed)
+    return record, figures[2] == 1
 
 
 def _notify(callbacks, hook: str, *arguments) -> None:

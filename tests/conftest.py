@@ -1,5 +1,6 @@
 """Shared fixtures: the real MNIST files and every backend of the registry (GPU ones marked ``gpu``,
-skipped without one)."""
+skipped without one). With ``PORTABLE_CNN_GPU_STAND_INS=1`` (the GPU check's dry run) the gpu-marked tests run
+on CPU stand-ins instead: array-api-strict's emulated "device1" for cupy, torch and jax on the CPU."""
 
 import contextlib
 import importlib
@@ -14,8 +15,15 @@ from portable_cnn.backends import LIBRARIES
 from portable_cnn.datasets import EMBEDDED_DIR, ENV_VAR
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+STAND_INS = os.environ.get("PORTABLE_CNN_GPU_STAND_INS") == "1"
+GPU_STAND_INS = {"cupy": ("array-api-strict", "device1"), "torch": ("torch", "cpu"), "jax": ("jax", "cpu")}
 # The notebook's own saved output for all 300 epochs (a copy of ../shared/seed/book_output_300_epochs.txt).
 SEED_OUTPUT = REPO / "tests" / "data" / "book_output_300_epochs.txt"
+
+
+def gpu_target(name: str, device: str | None = None) -> tuple[str, str | None]:
+    """(backend, device) of a gpu-marked test of ``name``: its GPU, or its CPU stand-in in the GPU check's dry run."""
+    return GPU_STAND_INS[name] if STAND_INS else (name, device)
 
 
 def _backend_params():
@@ -27,7 +35,9 @@ def _backend_params():
         if library.gpu is not None:
             params.append(
                 pytest.param(
-                    (name, library.gpu), id=f"{name}-{library.gpu}" if library.cpu else name, marks=pytest.mark.gpu
+                    gpu_target(name, library.gpu),
+                    id=f"{name}-{library.gpu}" if library.cpu else name,
+                    marks=pytest.mark.gpu,
                 )
             )
     return params

@@ -18,7 +18,7 @@ from portable_cnn.metrics import read_metrics
 from portable_cnn.rng import BookRandom, NativeRandom, PortableRandom
 from portable_cnn.runs import Diverged, Interrupted
 
-from .conftest import backend_or_skip
+from .conftest import backend_or_skip, gpu_target
 
 SMALL = Config(epochs=2, train_size=128, batch_size=64, test_size=100, quiet=True)  # 2 batches an epoch
 BOOK = dataclasses.replace(SMALL, book=True)
@@ -156,10 +156,11 @@ def test_the_checkpoint_loads_bit_for_bit_on_every_backend(mnist, saved_file, ba
 
 @pytest.mark.gpu
 def test_a_gpu_checkpoint_resumes_on_numpy(mnist, tmp_path):
-    backend_or_skip("cupy")
+    name, device = gpu_target("cupy")
+    backend_or_skip(name, device)
     config = dataclasses.replace(SMALL, dtype="float64")
     path = str(tmp_path / "gpu.npz")
-    train(dataclasses.replace(config, epochs=1, save=path, backend="cupy"), mnist)
+    train(dataclasses.replace(config, epochs=1, save=path, backend=name, device=device), mnist)
     resumed = train(dataclasses.replace(config, resume=path, save=path), mnist)
     straight = train(config, mnist)
     np.testing.assert_allclose(to_host(resumed.model.weights), to_host(straight.model.weights), rtol=0, atol=1e-10)

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from portable_cnn import checkpoint, cli, get_backend
 from portable_cnn.backends import to_host
@@ -19,6 +18,14 @@ from .conftest import BACKENDS, backend_or_skip
 TINY = ["--train-size", "128", "--batch-size", "64", "--test-size", "100"]  # 2 batches an epoch
 # Runs stopped by a signal: so many epochs that none can end before its signal arrives, however fast the machine.
 ENDLESS = str(10**6)
+
+
+def pillow():
+    """Pillow's Image module, imported by the tests that draw or read pictures (not at collection: the GPU check's
+    gpu-marked tests run where Pillow may be missing)."""
+    from PIL import Image
+
+    return Image
 
 
 def main(capsys, *argv):
@@ -249,6 +256,7 @@ def test_evaluate_on_every_backend(model_file, mnist_dir, mnist, wanted, capsys)
 
 
 def test_evaluate_prints_a_report_and_draws_the_confusion_matrix(model_file, mnist_dir, tmp_path, capsys):
+    Image = pillow()
     status, out, err = main(
         capsys,
         "evaluate",
@@ -272,6 +280,7 @@ def test_evaluate_prints_a_report_and_draws_the_confusion_matrix(model_file, mni
 
 def pictures(mnist, folder, count=12):
     """Test digits as people would hand them over: big, dark on light, coloured, JPEG, transparent."""
+    Image = pillow()
     files = []
     for index in range(count):
         digit = Image.fromarray(mnist.test_images[index])
@@ -309,6 +318,7 @@ def test_predict_reads_digits_from_pictures_of_any_kind(model_file, mnist, tmp_p
 
 
 def test_predict_reports_each_unreadable_file_and_goes_on(model_file, mnist, tmp_path, capsys):
+    Image = pillow()
     np.save(tmp_path / "batch.npy", mnist.test_images[:3])
     np.save(tmp_path / "one.npy", mnist.test_images[0] / 255.0)
     np.save(tmp_path / "wrong.npy", np.zeros((3, 4)))
@@ -349,6 +359,7 @@ def test_missing_extras_are_named(model_file, mnist, tmp_path, capsys, monkeypat
 
 
 def test_plots_have_the_expected_size(model_file, mnist_dir, tmp_path, capsys):
+    Image = pillow()
     metrics = model_file.parent / "metrics.csv"
     commands = {
         "kernels.png": (["kernels", "--checkpoint", str(model_file)], (800, 250)),
@@ -369,6 +380,7 @@ def test_plots_have_the_expected_size(model_file, mnist_dir, tmp_path, capsys):
 
 
 def test_maps_of_a_picture_file(model_file, mnist, tmp_path, capsys):
+    Image = pillow()
     files = pictures(mnist, tmp_path, count=2)
     status, _, err = main(
         capsys, "plot", "maps", "--checkpoint", str(model_file), "--image", files[1], "-o", str(tmp_path / "m.png")

@@ -7,6 +7,7 @@ Training (default recipe and --book), a resume, evaluation and prediction run th
 library API, and through the command line with ``--backend array-api-strict --device device1``.
 """
 
+import contextlib
 import dataclasses
 import json
 import subprocess
@@ -16,7 +17,7 @@ import array_api_strict as strict
 import numpy as np
 import pytest
 
-from portable_cnn import Callback, Config, UserError, checkpoint, get_backend, train
+from portable_cnn import Callback, Config, UserError, backends, checkpoint, get_backend, train
 from portable_cnn.backends import to_host
 from portable_cnn.evaluation import confusion_of, probabilities
 from portable_cnn.runs import Interrupted
@@ -109,6 +110,56 @@ def test_evaluation_and_prediction_stay_on_device1(mnist, device_required, tmp_p
         evaluation = confusion_of(model, mnist.test_images[:300], mnist.test_labels[:300])
         assert evaluation.total == 300
         assert probabilities(model, mnist.test_images[:5]).shape == (5, 10)
+
+
+@pytest.fixture
+def current_device(monkeypatch):
+    """CuPy's way emulated on array-api-strict: device1 takes new arrays only while its library's ``activate`` has
+    made it current (array-api-compat's CuPy creation functions other than asarray ignore ``device=``)."""
+    current = []
+
+    @contextlib.contextmanager
+    def activate(module, device):
+        current.append(device)
+        try:
+            yield
+        finally:
+            current.pop()
+
+    def current_only(name, create):
+        def create_on_the_current_device(*args, **kwargs):
+            if kwargs.get("device") == DEVICE1 and current[-1:] != [DEVICE1]:
+                raise AssertionError(f"array_api_strict.{name} on device1 while device1 is not current")
+            return create(*args, **kwargs)
+
+        return create_on_the_current_device
+
+    entry = backends.LIBRARIES["array-api-strict"]
+    monkeypatch.setitem(backends.LIBRARIES, "array-api-strict", dataclasses.replace(entry, activate=activate))
+    for name in CREATORS:
+        if hasattr(strict, name):
+            monkeypatch.setattr(strict, name, current_only(name, getattr(strict, name)))
+    return current
+
+
+def test_predict_outside_a_run_works_on_the_models_device(mnist, current_device):
+    """A model trained on a second device, then asked from the library (no run active): it carries its device."""
+    model = train(dataclasses.replace(SMALL, epochs=1), mnist).model
+    assert current_device == []  # the run is over: no device is current
+    predicted = model.predict(mnist.test_images[:20])
+    assert_on_device1(predicted)
+    assert predicted.shape == (20,)
+
+
+GPU_NAMES = [("jax", "gpu:1"), ("jax", "cuda"), ("cupy", "gpu:0"), ("torch", "cuda:1")]
+
+
+@pytest.mark.parametrize(("name", "device"), GPU_NAMES)
+def test_every_name_of_a_gpu_gets_the_gpu_defaults(name, device):
+    """Read from --device's text alone (nothing imported): whole batches, big evaluation chunks, no worker pool."""
+    assert backends.default_block_size(name, device) is None
+    assert backends.default_eval_batch(name, device) >= 10000  # MNIST's test set in one chunk
+    assert backends.default_threads(name, device) == 1
 
 
 def test_an_unknown_strict_device_is_one_line():

@@ -2,7 +2,7 @@
 counts a skipped test as a failure: so the one prepared command is known to work before a GPU is lent."""
 
 import json
-import re
+import os
 import subprocess
 import sys
 
@@ -35,9 +35,60 @@ def test_without_skips_the_pytest_stage_passes(tmp_path):
     assert done.returncode == 0, done.stdout
 
 
+def test_a_librarys_own_log_line_is_not_counted_as_the_packages(monkeypatch):
+    """With CUDA_VISIBLE_DEVICES="" XLA prints its own cuInit warning on stderr: the refusal is still one line."""
+    from benchmarks import gpu_checks
+
+    stderr = "E0000 cuda_executor.cc:1 failed call to cuInit: UNKNOWN ERROR (303)\nportable-cnn: error: no GPU\n"
+    done = subprocess.CompletedProcess([], 2, stdout="", stderr=stderr)
+    monkeypatch.setattr(gpu_checks.subprocess, "run", lambda *args, **kwargs: done)
+    assert gpu_checks.ends_in_one_line(["train"], {}, may_succeed=False) == "portable-cnn: error: no GPU"
+
+
+def test_the_dry_run_hides_what_the_gpu_image_may_lack():
+    """Pillow, matplotlib, array-api-compat ... fail to import under benchmarks/image_only; numpy and pytest do not."""
+    code = (
+        "import importlib.util as u; "
+        "print([m for m in ('PIL', 'matplotlib', 'tqdm', 'array_api_compat', 'numpy', 'pytest') if u.find_spec(m)])"
+    )
+    env = {"PYTHONPATH": str(REPO / "benchmarks" / "image_only"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['numpy', 'pytest']"
+
+
+def test_the_dispatch_counter_counts_each_outermost_operation_once():
+    """Three operations (asarray, +, sum) and one indexing; sum's own inner calls are not counted again."""
+    strict = pytest.importorskip("array_api_strict")
+    from benchmarks.dispatches import Counter, counting
+
+    with counting(Counter()) as counter:
+        x = strict.asarray([1.0, 2.0])
+        total = strict.sum(x + x)
+        x[0]
+    assert counter.snapshot() == (3, 1)
+    assert float(total) == 6.0
+
+
+STAGES = ("setup", "pytest", "checks", "timings")
+
+
 @pytest.mark.slow
 def test_the_gpu_check_runs_through_on_cpu_stand_ins(tmp_path):
-    """Every stage of the prepared command, on array-api-strict's device1 / torch / jax CPU in place of the GPUs."""
+    """Every stage of the prepared command, with only what the GPU image surely has plus the prepared wheels, on
+    array-api-strict's device1 / torch / jax CPU in place of the GPUs: every gpu-marked test and check RUNS."""
+    pytest.importorskip("torch")
+    if not list((REPO / "benchmarks" / "wheels").glob("*.whl")):
+        prepared = subprocess.run(
+            ["bash", "benchmarks/gpu_check.sh", "--prepare"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert prepared.returncode == 0, f"--prepare needs the package index: {prepared.stdout}{prepared.stderr}"
+    env = {**os.environ, "PYTHON": sys.executable}
     done = subprocess.run(
         ["bash", "benchmarks/gpu_check.sh", "--dry-run", "--out", str(tmp_path)],
         cwd=REPO,
@@ -45,24 +96,36 @@ def test_the_gpu_check_runs_through_on_cpu_stand_ins(tmp_path):
         text=True,
         timeout=3600,
         check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     output = done.stdout
-    for stage in ("pytest", "checks", "timings"):
-        assert f"gpu_check: {stage}: exit 0" in output and (tmp_path / f"gpu-check-{stage}.log").is_file()
-    collected = re.search(r"^(\d+)/\d+ tests collected \(\d+ deselected\)", output, re.MULTILINE)
-    assert collected and int(collected[1]) > 0  # the gpu-marked tests, and only those, are collected
+    names = {path.name for path in tmp_path.iterdir()}
+    assert names == {f"{stage}.log" for stage in STAGES} | {
+        "pytest.json",
+        "checks.json",
+        "timings.json",
+        "summary.json",
+    }
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(stage["stage"], stage["exit"]) for stage in summary["stages"]] == [(stage, 0) for stage in STAGES]
+    assert "| stage | exit | seconds | cap |" in output
+    outcomes = json.loads((tmp_path / "pytest.json").read_text())
+    assert set(outcomes["counts"]) == {"passed"} and outcomes["counts"]["passed"] >= 50  # none skipped, none failed
+    assert len(outcomes["properties"]) == 3  # --book's differing lines on each GPU library
+    checks = json.loads((tmp_path / "checks.json").read_text())
     stand_ins = ["array-api-strict device1", "torch cpu", "jax cpu"]
     for check in ("no host sync in the batch loop", "Philox bits", "float32", "float64", "stop and resume"):
         for stand_in in stand_ins:
             assert f"PASS {stand_in}: {check}" in output
-    assert "FAIL" not in output
-    results = json.loads((tmp_path / "gpu-timings-dry-run.json").read_text())
-    assert {"cupy", "torch", "peer", "book"} <= set(results["contenders"])
+    assert checks["failures"] == 0 and {result["status"] for result in checks["results"]} == {"PASS"}
+    results = json.loads((tmp_path / "timings.json").read_text())
+    assert set(results["contenders"]) == {"cupy", "torch", "jax", "peer", "book"}
     for row in results["contenders"].values():
-        assert row["seconds"]["n"] == 1 and 0 <= row["final_test_acc"] <= 1
+        assert row["errors"] == [] and row["seconds"]["n"] == 1 and 0 <= row["final_test_acc"] <= 1
         assert (
             row["phase_seconds_per_epoch"]["step"]["n"] == 2 and row["phase_seconds_per_epoch"]["evaluation"]["n"] == 2
         )
     assert results["contenders"]["book"]["phase_seconds_per_epoch"]["mask"]["n"] == 2
+    assert {"default", "book"} == set(results["dispatches"]) and "array operations (default" in output
     assert "| the PyTorch peer, cpu |" in output and "gpu_check: all stages passed" in output

@@ -23,6 +23,14 @@ def test_64_bits_are_on_inside_the_run_only():
     assert not jax.config.jax_enable_x64  # the user's global setting is left as it was
 
 
+def test_float32_products_are_full_precision_inside_the_run_only():
+    """On an NVIDIA GPU JAX's default float32 matrix product is TF32 (10-bit mantissas): a run asks for "highest"."""
+    before = jax.config.jax_default_matmul_precision
+    with get_backend("jax").activated():
+        assert jax.config.jax_default_matmul_precision == "highest"
+    assert jax.config.jax_default_matmul_precision == before
+
+
 @pytest.mark.parametrize("device", ["cuda:x", "npu:0", "cpu:3"])
 def test_bad_jax_devices_are_one_line(device):
     with pytest.raises(UserError) as error:

@@ -12,6 +12,7 @@ import array_api_strict as strict
 import pytest
 
 from portable_cnn import Callback, Config, train
+from portable_cnn.rng import BookRandom, PortableRandom
 
 CPU = strict.Device("CPU_DEVICE")
 CONVERSIONS = (
@@ -29,13 +30,17 @@ SMALL = Config(epochs=3, train_size=300, test_size=200, quiet=True, backend="arr
 
 
 class HostReads(Callback):
-    """Counts host conversions of device arrays, apart for inside the batches and for the rest of each epoch."""
+    """Counts host conversions of device arrays, apart for inside the batch loop (from the epoch's start, where its
+    dropout masks are drawn, to its last batch's end) and for the rest of each epoch."""
 
     def __init__(self):
         self.in_batch, self.inside, self.after, self.epoch_reads = False, [], [], []
 
     def read(self, name: str) -> None:
         (self.inside if self.in_batch else self.epoch_reads).append(name)
+
+    def on_epoch_begin(self, state):
+        self.in_batch = True
 
     def on_batch_begin(self, state):
         self.in_batch = True
@@ -75,6 +80,22 @@ def test_the_counter_sees_a_hidden_sync(host_reads):
     assert host_reads.inside == ["__bool__", "__float__"]
 
 
+@pytest.mark.parametrize("source", [PortableRandom, BookRandom])
+def test_the_epochs_masks_are_drawn_inside_the_watched_loop(mnist, host_reads, monkeypatch, source):
+    """The masks of an epoch (one Philox call, or the book's upload) come after ``on_epoch_begin``, where the GPU
+    check's guard starts: a host read while drawing them is caught as one inside the batch loop."""
+    draw = source.keep_masks
+
+    def draw_and_read(self, shapes, keep_prob):
+        masks = draw(self, shapes, keep_prob)
+        float(strict.ones((), device=strict.Device("device1")))
+        return masks
+
+    monkeypatch.setattr(source, "keep_masks", draw_and_read)
+    train(dataclasses.replace(SMALL, epochs=1, book=source is BookRandom), mnist, callbacks=(host_reads,))
+    assert host_reads.inside == ["__float__"]
+
+
 @pytest.mark.parametrize("book", [False, True], ids=["default", "book"])
 @pytest.mark.parametrize("test_every", [1, 2])
 def test_no_host_read_in_the_batch_loop_and_one_per_epoch(mnist, host_reads, book, test_every):
@@ -83,6 +104,6 @@ def test_no_host_read_in_the_batch_loop_and_one_per_epoch(mnist, host_reads, boo
     ).history
     assert len(history) == 3
     assert host_reads.inside == [], f"host reads inside the batch loop: {host_reads.inside}"
-    # Per epoch, the planned reads only: the stacked figures (correct, loss, test correct) in one transfer, then the
-    # divergence check's one bool (DivergenceCheck runs at the epoch's end, after its record).
-    assert host_reads.after == [["to_device", "__bool__"]] * 3
+    # Per epoch, one read: the stacked figures (correct, loss, whether the parameters are finite for the divergence
+    # check, test correct) in one transfer.
+    assert host_reads.after == [["to_device"]] * 3

@@ -9,7 +9,7 @@ from portable_cnn import Config, UserError, train
 from portable_cnn.backends import to_host
 from portable_cnn.trainer import batches
 
-from .conftest import backend_or_skip
+from .conftest import STAND_INS, backend_or_skip, gpu_target
 
 SMALL = Config(epochs=2, train_size=256, test_size=1000, quiet=True)
 
@@ -22,12 +22,30 @@ def test_book_reproduces_the_notebooks_lines(mnist, book_lines, name, epochs):
     assert [record.line() for record in result.history] == book_lines[:epochs]
 
 
+def book_figures(line: str) -> tuple[int, float, float]:
+    """(epoch, test accuracy, train accuracy) of a line ``I:<epoch> Test-Acc:<acc> Train-Acc:<acc>``."""
+    epoch, test_acc, train_acc = (field.split(":")[1] for field in line.split())
+    return int(epoch), float(test_acc), float(train_acc)
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize(("name", "device"), [("cupy", None), ("torch", "cuda"), ("jax", "cuda")])
-def test_book_reproduces_the_notebook_on_a_gpu(mnist, book_lines, name, device):
-    backend_or_skip(name, device)
-    result = train(Config(book=True, epochs=30, backend=name, device=device, quiet=True), mnist)
-    assert [record.line() for record in result.history] == book_lines[:30]
+@pytest.mark.parametrize("name", ["cupy", "torch", "jax"])
+def test_book_on_a_gpu_is_the_notebook_within_one_image(mnist, book_lines, name, record_property):
+    """cuBLAS may sum in another order than OpenBLAS, and the dynamics amplify last bits: each of the 300 lines may
+    miss the notebook's by one image (1/10000 test, 1/1000 train); how many lines differ is reported."""
+    epochs = 1 if STAND_INS else 300
+    target, device = gpu_target(name, "cuda")
+    backend_or_skip(target, device)
+    history = train(Config(book=True, epochs=epochs, backend=target, device=device, quiet=True), mnist).history
+    lines = [record.line() for record in history]
+    differing = sum(line != wanted for line, wanted in zip(lines, book_lines))
+    record_property("book_lines_differing", f"{differing} of {epochs}")
+    print(f"--book on {target} {device}: {differing} of {epochs} lines differ from the notebook's")
+    for line, wanted in zip(lines, book_lines[:epochs], strict=True):
+        (epoch, test_acc, train_acc), (want_epoch, want_test, want_train) = book_figures(line), book_figures(wanted)
+        assert epoch == want_epoch and abs(test_acc - want_test) <= 1.5e-4 and abs(train_acc - want_train) <= 1.5e-3, (
+            f"{line!r} is more than one image from the notebook's {wanted!r}"
+        )
 
 
 def test_book_prints_the_notebooks_line(mnist, book_lines, capsys):
