@@ -204,7 +204,9 @@ def check_predict(backend, device, sizes: Sizes, mnist) -> str:
     images = mnist.test_images[:500]
     predicted = to_host(run.model.predict(images))
     model = run.model
-    on_host = ConvNet({name: to_host(array) for name, array in model.params.items()}, model.kernel_size, model.positions)
+    on_host = ConvNet(
+        {name: to_host(array) for name, array in model.params.items()}, model.kernel_size, model.positions
+    )
     agree = int(np.sum(predicted == to_host(on_host.predict(images))))
     assert agree >= len(images) - 2, f"{agree} of {len(images)} predictions equal to numpy's"
     return f"{agree} of {len(images)} predictions equal to numpy's, made on the model's device"
