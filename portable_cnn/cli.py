@@ -1,4 +1,4 @@
-"""The ``portable-cnn`` command line: ``train``, ``sweep``, ``evaluate``, ``predict``, ``plot`` and ``info``.
+"""The ``portable-cnn`` command line: ``train``, ``sweep``, ``evaluate``, ``predict``, ``plot``, ``serve`` and ``info``.
 
 Bad input ends in one line on stderr and exit status 2, never a traceback. ``train`` stops cleanly on
 the first Ctrl-C or SIGTERM (the batch finishes, a checkpoint is written, exit status 130) and ends
@@ -20,9 +20,11 @@ import threading
 from . import checkpoint
 from .backends import BACKENDS, default_eval_batch, describe_backends, get_backend, to_host
 from .config import DTYPES, RNGS, Config
-from .errors import UserError
+from .errors import UserError, reason
 from .runs import Diverged, Interrupted, config_from_checkpoint, train
 from .version import __version__
+
+HOST, PORT = "127.0.0.1", 8000  # where the page is served unless --host and --port say otherwise
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,6 +145,30 @@ def _add_train_arguments(parser: argparse.ArgumentParser, sweep: bool = False):
         )
 
 
+def _port(text: str) -> int:
+    port = _at_least(0)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number up to 65535, not {port}")
+    return port
+
+
+def _add_page_arguments(parser: argparse.ArgumentParser, live: bool = False):
+    page = parser.add_argument_group("the page" + (" (with --live)" if live else ""))
+    if live:
+        page.add_argument(
+            "--live", action="store_true", help="serve the page (see: portable-cnn serve) with the run updating live"
+        )
+    page.add_argument(
+        "--port", type=_port, default=None if live else PORT, help=f"(default {PORT}; 0 takes a free port)"
+    )
+    page.add_argument(
+        "--host",
+        default=None if live else HOST,
+        help=f"the address to listen on (default {HOST}: this machine only; any other is warned about)",
+    )
+    page.add_argument("--open", action="store_true", help="open the page in the web browser")
+
+
 def _add_backend_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="(default numpy)")
     parser.add_argument(
@@ -162,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train_parser = commands.add_parser("train", help="train the network on MNIST and print one line per epoch")
     _add_train_arguments(train_parser)
+    _add_page_arguments(train_parser, live=True)
     train_parser.set_defaults(run=_train)
 
     sweep_parser = commands.add_parser(
@@ -239,6 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
             "-o", "--output", required=True, metavar="OUT.png", help="the picture file (.png, .svg, .pdf)"
         )
 
+    serve_parser = commands.add_parser(
+        "serve",
+        help="a local page for a saved model: draw a digit, see its feature maps, kernels, votes and curves",
+        description="Serve a page (on this machine only, by default) that shows the model seeing, deciding and "
+        "learning: draw a digit and watch its 28x28 input, feature maps, each kernel's votes and the ten "
+        "probabilities; the kernels and the accuracy curves. Ctrl-C stops it.",
+    )
+    _add_checkpoint_argument(serve_parser)
+    _add_page_arguments(serve_parser)
+    serve_parser.set_defaults(run=_serve)
+
     info_parser = commands.add_parser(
         "info", help="the backends (installed or not, version, devices) and the data a run would use"
     )
@@ -289,9 +327,18 @@ def _stop_on_signals():
 
 def _train(args) -> int:
     config = config_from_args(args)
+    page = board = None
+    if args.live:
+        from .web.live import Board, Publish
+
+        config.validated()  # a bad flag is refused before the page is served
+        board = Board()
+        page = _serve_page(board, args.host or HOST, PORT if args.port is None else args.port, args.open)
+    elif args.port is not None or args.host is not None or args.open:
+        raise UserError("--port, --host and --open are for the live page: add --live")
     with _stop_on_signals() as stop:
         try:
-            result = train(config, stop=stop)
+            result = train(config, stop=stop, callbacks=() if board is None else (Publish(board),))
         except Interrupted as stopped:
             why = stop.signal_name or "interrupted"
             print(
@@ -304,6 +351,52 @@ def _train(args) -> int:
             return 1
     if config.save and not config.quiet:
         print(f"portable-cnn: saved {config.save} ({len(result.history)} epochs)", file=sys.stderr)
+    if page is not None:
+        print(f"portable-cnn: training ended; still serving {page.url} until Ctrl-C", file=sys.stderr)
+        return _serve_until_stopped(page)
+    return 0
+
+
+def _serve(args) -> int:
+    from .web.live import Board, epoch_entry
+    from .web.snapshot import Snapshot
+
+    saved = checkpoint.load(args.checkpoint)
+    try:
+        history = [epoch_entry(row) for row in saved.history]
+    except (KeyError, TypeError) as error:
+        raise UserError(f"the checkpoint {saved.path} is corrupt: its history lacks {reason(error)}") from None
+    snapshot = Snapshot.of(saved.to_model(get_backend("numpy")), saved.recipe, saved.epoch)
+    page = _serve_page(Board(snapshot, history, done=True), args.host, args.port, args.open)
+    print(f"portable-cnn: serving {saved.describe()} until Ctrl-C", file=sys.stderr)
+    return _serve_until_stopped(page)
+
+
+def _serve_page(board, host: str, port: int, open_browser: bool):
+    """Serve the page for ``board`` from a daemon thread; one line on stderr with its URL (and a warning first when
+    it listens beyond this machine)."""
+    from .web import server
+
+    page = server.start(board, host, port)
+    if not server.is_loopback(host):
+        print(
+            f"portable-cnn: warning: --host {host} lets other machines reach the page and the model it shows",
+            file=sys.stderr,
+        )
+    print(f"portable-cnn: the page is at {page.url}", file=sys.stderr, flush=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(page.url)
+    return page
+
+
+def _serve_until_stopped(page) -> int:
+    """Keep serving until Ctrl-C or SIGTERM, then stop cleanly (status 0)."""
+    with _stop_on_signals() as stop:
+        stop.wait()
+    page.shutdown()
+    page.server_close()
     return 0
 
 

@@ -83,6 +83,25 @@ def _gray(image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float64) / 255
 
 
+def from_pixels(pixels) -> np.ndarray:
+    """A drawing given as numbers (nested lists or an array, any size; 0-255, or 0-1 when no value exceeds 1)
+    -> the ``(28, 28)`` digit :func:`mnist_like` makes, as for a picture file of the same pixels."""
+    try:
+        gray = np.asarray(pixels)
+    except ValueError:  # rows of different lengths
+        gray = np.asarray([], dtype=object)
+    if gray.dtype.kind not in "iuf":
+        raise UserError("the pixels must be numbers, in rows of equal length")
+    if gray.ndim != 2 or 0 in gray.shape:
+        raise UserError(f"the pixels must be a 2-D array (rows of numbers), not one of shape {list(gray.shape)}")
+    gray = gray.astype(np.float64)
+    if not np.all(np.isfinite(gray)):
+        raise UserError("the pixels contain NaN or infinity")
+    if gray.min() < 0 or gray.max() > 255:
+        raise UserError("pixel values must lie in 0-255 (or 0-1)")
+    return mnist_like(gray / 255 if gray.max() > 1 else gray)
+
+
 def mnist_like(gray: np.ndarray) -> np.ndarray:
     """A ``(H, W)`` grayscale picture in [0, 1] -> a ``(28, 28)`` float32 MNIST digit (see the module doc)."""
     gray = np.asarray(gray, dtype=np.float64)
