@@ -327,18 +327,19 @@ def _stop_on_signals():
 
 def _train(args) -> int:
     config = config_from_args(args)
-    page = board = None
-    if args.live:
-        from .web.live import Board, Publish
-
-        config.validated()  # a bad flag is refused before the page is served
-        board = Board()
-        page = _serve_page(board, args.host or HOST, PORT if args.port is None else args.port, args.open)
-    elif args.port is not None or args.host is not None or args.open:
+    if not args.live and (args.port is not None or args.host is not None or args.open):
         raise UserError("--port, --host and --open are for the live page: add --live")
     with _stop_on_signals() as stop:
+        page = callbacks = None
+        if args.live:
+            from .web.live import Board, Publish
+
+            config.validated()  # a bad flag is refused before the page is served
+            board = Board()
+            page = _serve_page(board, args.host or HOST, PORT if args.port is None else args.port, args.open)
+            callbacks = (Publish(board),)
         try:
-            result = train(config, stop=stop, callbacks=() if board is None else (Publish(board),))
+            result = train(config, stop=stop, callbacks=callbacks or ())
         except Interrupted as stopped:
             why = stop.signal_name or "interrupted"
             print(
@@ -349,11 +350,11 @@ def _train(args) -> int:
         except Diverged as error:
             print(f"portable-cnn: error: {error}", file=sys.stderr)
             return 1
-    if config.save and not config.quiet:
-        print(f"portable-cnn: saved {config.save} ({len(result.history)} epochs)", file=sys.stderr)
-    if page is not None:
-        print(f"portable-cnn: training ended; still serving {page.url} until Ctrl-C", file=sys.stderr)
-        return _serve_until_stopped(page)
+        if config.save and not config.quiet:
+            print(f"portable-cnn: saved {config.save} ({len(result.history)} epochs)", file=sys.stderr)
+        if page is not None:
+            print(f"portable-cnn: training ended; still serving {page.url} until Ctrl-C", file=sys.stderr)
+            _serve_until(stop, page)
     return 0
 
 
@@ -367,9 +368,11 @@ def _serve(args) -> int:
     except (KeyError, TypeError) as error:
         raise UserError(f"the checkpoint {saved.path} is corrupt: its history lacks {reason(error)}") from None
     snapshot = Snapshot.of(saved.to_model(get_backend("numpy")), saved.recipe, saved.epoch)
-    page = _serve_page(Board(snapshot, history, done=True), args.host, args.port, args.open)
-    print(f"portable-cnn: serving {saved.describe()} until Ctrl-C", file=sys.stderr)
-    return _serve_until_stopped(page)
+    with _stop_on_signals() as stop:
+        page = _serve_page(Board(snapshot, history, done=True), args.host, args.port, args.open)
+        print(f"portable-cnn: serving {saved.describe()} until Ctrl-C", file=sys.stderr)
+        _serve_until(stop, page)
+    return 0
 
 
 def _serve_page(board, host: str, port: int, open_browser: bool):
@@ -391,13 +394,11 @@ def _serve_page(board, host: str, port: int, open_browser: bool):
     return page
 
 
-def _serve_until_stopped(page) -> int:
-    """Keep serving until Ctrl-C or SIGTERM, then stop cleanly (status 0)."""
-    with _stop_on_signals() as stop:
-        stop.wait()
+def _serve_until(stop: threading.Event, page) -> None:
+    """Keep serving until ``stop`` is set (by Ctrl-C or SIGTERM), then close the server."""
+    stop.wait()
     page.shutdown()
     page.server_close()
-    return 0
 
 
 def _knob_parsers(parser: argparse.ArgumentParser) -> dict:

@@ -47,6 +47,12 @@ class Board:
         with self._changed:
             return self._snapshot
 
+    def wait_for_snapshot(self) -> Snapshot:
+        """The snapshot, once there is one (a run publishes its first when training begins)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._snapshot is not None)
+            return self._snapshot
+
     def history(self) -> list[dict]:
         with self._changed:
             return list(self._epochs)

@@ -114,10 +114,7 @@ class Handler(BaseHTTPRequestHandler):
             body, kind = self.server.files[path]
             self._send(body, kind, HTTPStatus.OK, head)
         elif path == "/api/model":
-            snapshot = board.snapshot
-            if snapshot is None:
-                raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "no model yet: training is starting")
-            self._json(snapshot.describe(), head=head)
+            self._json(board.snapshot.describe(), head=head)
         elif path == "/api/history":
             self._json(board.history(), head=head)
         elif path == "/api/events":
@@ -134,11 +131,8 @@ class Handler(BaseHTTPRequestHandler):
         request = self._json_body()
         if not isinstance(request, dict) or "pixels" not in request:
             raise RequestError(HTTPStatus.BAD_REQUEST, 'send a JSON object {"pixels": [[...], ...]}')
-        snapshot = self.server.board.snapshot
-        if snapshot is None:
-            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "no model yet: training is starting")
         try:
-            answer = snapshot.explain(request["pixels"])
+            answer = self.server.board.snapshot.explain(request["pixels"])
         except UserError as error:
             raise RequestError(HTTPStatus.BAD_REQUEST, str(error)) from None
         self._json(answer)
@@ -253,12 +247,18 @@ def _is_address(name: str) -> bool:
 
 
 def start(board: Board, host: str, port: int, ping_seconds: float = PING_SECONDS) -> PageServer:
-    """A :class:`PageServer` for ``board`` on ``host:port`` (0: a free port), serving from a daemon thread."""
+    """A :class:`PageServer` for ``board`` on ``host:port`` (0: a free port), listening at once and serving from a
+    daemon thread as soon as the board has a model (until then requests wait in the listening queue)."""
     try:
         server = PageServer(host, port, board, ping_seconds)
     except OSError as error:
         advice = "choose another --port (0 takes a free one)" if port else "check --host"
         cause = error.strerror or reason(error)
         raise UserError(f"cannot serve the page on {host}:{port}: {cause}; {advice}") from None
-    threading.Thread(target=server.serve_forever, name="portable-cnn page", daemon=True).start()
+
+    def serve():
+        board.wait_for_snapshot()
+        server.serve_forever()
+
+    threading.Thread(target=serve, name="portable-cnn page", daemon=True).start()
     return server

@@ -52,14 +52,19 @@ export class Pad {
 
   line(from, to) {
     const context = this.context;
-    context.strokeStyle = "#fff";
-    context.lineWidth = this.canvas.width / 14;
+    const width = this.canvas.width / 14;
+    context.fillStyle = context.strokeStyle = "#fff";
+    context.lineWidth = width;
     context.lineCap = "round";
-    context.lineJoin = "round";
     context.beginPath();
-    context.moveTo(...from);
-    context.lineTo(...to);
-    context.stroke();
+    if (from[0] === to[0] && from[1] === to[1]) {
+      context.arc(...from, width / 2, 0, 2 * Math.PI); // a dot: a line of no length draws nothing
+      context.fill();
+    } else {
+      context.moveTo(...from);
+      context.lineTo(...to);
+      context.stroke();
+    }
     this.empty = false;
     this.onStroke();
   }
