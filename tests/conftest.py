@@ -1,6 +1,7 @@
 """Shared fixtures: the real MNIST files and every backend of the registry (GPU ones marked ``gpu``,
 skipped without one)."""
 
+import collections
 import contextlib
 import os
 import pathlib
@@ -132,3 +133,18 @@ def served(small_run):
     yield server
     status, _, stderr = server.interrupt()
     assert status == 0 and "Traceback" not in stderr, stderr
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line saying how many tests ran in a real browser (marked ``browser``), so that CI shows they ran."""
+    outcomes = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "browser" in report.keywords:
+                outcomes.setdefault(report.nodeid, outcome)
+    if outcomes:
+        counts = collections.Counter(outcomes.values())
+        summary = ", ".join(
+            f"{counts[outcome]} {outcome}" for outcome in ("passed", "failed", "error", "skipped") if counts[outcome]
+        )
+        terminalreporter.write_line(f"browser tests (headless Chromium): {summary}")

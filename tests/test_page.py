@@ -7,13 +7,12 @@ import os
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from portable_cnn import checkpoint
 
 from .serving import Served
 
-playwright = pytest.importorskip("playwright.sync_api", reason="the page's tests need playwright (the test extra)")
-expect = playwright.expect
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 STROKE = [(0.3, 0.2), (0.75, 0.2), (0.55, 0.5), (0.4, 0.85)]  # a 7, as fractions of the pad's width and height
