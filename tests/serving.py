@@ -1,5 +1,6 @@
-"""Helpers for the page's tests: the command line serving in a subprocess (its URL read from stderr, never waited
-for by a clock), HTTP requests with full control of the headers, and a reader of Server-Sent Events."""
+"""Helpers for the page's tests (and docs/make_screenshot.py): the command line serving in a subprocess (its URL
+read from stderr, never waited for by a clock), HTTP requests with full control of the headers, a reader of
+Server-Sent Events, and a stroke drawn with the mouse in a Playwright page."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import urllib.parse
 
 URL = re.compile(r"http://\S+:\d+/")
 NO_ANSWER = 60  # seconds a socket waits before the test fails instead of hanging (a guard, not a measurement)
+SEVEN = [(0.3, 0.2), (0.75, 0.2), (0.55, 0.5), (0.4, 0.85)]  # a stroke that draws a 7: fractions of the pad's size
 
 
 class Served:
@@ -101,3 +103,15 @@ def events(url: str, last_event_id: str | None = None):
                 fields = {}
     finally:
         connection.close()
+
+
+def stroke(page, points, release: bool = True) -> None:
+    """Draw through ``points`` (fractions of #draw's width and height) with the mouse, button held down."""
+    pad = page.locator("#draw").bounding_box()
+    at = [(pad["x"] + fx * pad["width"], pad["y"] + fy * pad["height"]) for fx, fy in points]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for point in at[1:]:
+        page.mouse.move(*point, steps=8)
+    if release:
+        page.mouse.up()

@@ -11,11 +11,10 @@ from playwright.sync_api import expect
 
 from portable_cnn import checkpoint
 
-from .serving import Served
+from .serving import SEVEN, Served, stroke
 
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-STROKE = [(0.3, 0.2), (0.75, 0.2), (0.55, 0.5), (0.4, 0.85)]  # a 7, as fractions of the pad's width and height
 
 
 @pytest.fixture(scope="session")
@@ -41,17 +40,6 @@ def watched(page, request):
     assert not problems, problems
 
 
-def stroke(page, points, release=True):
-    pad = page.locator("#draw").bounding_box()
-    at = [(pad["x"] + fx * pad["width"], pad["y"] + fy * pad["height"]) for fx, fy in points]
-    page.mouse.move(*at[0])
-    page.mouse.down()
-    for point in at[1:]:
-        page.mouse.move(*point, steps=8)
-    if release:
-        page.mouse.up()
-
-
 def painted(page, selector: str, ground: str) -> int:
     """How many pixels of the canvas at ``selector`` differ from the ``ground`` colour ("white" or "black")."""
     return page.evaluate(
@@ -73,7 +61,7 @@ def test_drawing_a_digit_shows_its_input_prediction_ten_bars_maps_and_votes(watc
     expect(page.locator("#kernels [data-kernel]")).to_have_count(16)
     expect(page.locator("#maps [data-kernel]")).to_have_count(16)
     assert painted(page, "#maps [data-kernel='0'] canvas", "white") == 0  # nothing drawn, nothing seen
-    stroke(page, STROKE, release=False)
+    stroke(page, SEVEN, release=False)
     expect(page.locator("#prediction")).to_have_text(re.compile(r"^\d$"))  # while drawing, before the release
     page.mouse.up()
     page.wait_for_load_state("networkidle")  # the stroke's last answer is in
