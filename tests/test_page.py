@@ -11,10 +11,11 @@ from playwright.sync_api import expect
 
 from portable_cnn import checkpoint
 
-from .serving import SEVEN, Served, stroke
+from .serving import NO_ANSWER, SEVEN, Served, stroke
 
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+expect.set_options(timeout=NO_ANSWER * 1000)  # Playwright waits for what it expects; this only ends a hang
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +29,9 @@ def browser_type_launch_args(browser_type_launch_args):
 
 
 @pytest.fixture
-def watched(page, request):
-    """The page, failing the test on a script error or a request that leaves the served site."""
+def watched(page):
+    """The page, failing the test on a script error, a failed request or one that leaves the served site."""
+    page.set_default_timeout(NO_ANSWER * 1000)
     problems = []
     page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
     page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
