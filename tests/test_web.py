@@ -165,6 +165,22 @@ def test_a_bad_request_gets_a_json_4xx_and_the_server_serves_on(served, status, 
     assert get_json(served.url, "/api/model")["epochs_done"] == 3
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [b"NOT A REQUEST AT ALL\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n"],
+    ids=["garbage", "HTTP/9.9", "path too long"],
+)
+def test_a_broken_request_line_gets_a_json_4xx(served, sent):
+    connection = connect(served.url)
+    with socket.create_connection((connection.host, connection.port), timeout=NO_ANSWER) as raw_socket:
+        raw_socket.sendall(sent)
+        answer = raw_socket.makefile("rb").read()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert re.match(rb"HTTP/1\.0 4\d\d ", head) and b"Content-Type: application/json" in head, answer
+    assert json.loads(body)["error"]
+    assert get_json(served.url, "/api/model")["epochs_done"] == 3
+
+
 def test_the_page_and_its_files_are_served_from_the_package(served):
     status, kind, page = request(served.url, "GET", "/")
     assert status == 200 and kind.startswith("text/html")

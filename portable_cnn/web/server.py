@@ -198,10 +198,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def send_error(self, code, message=None, explain=None):
-        """http.server's own refusals (a malformed request line, an unknown method, headers too long) as JSON;
-        an unknown method is 405."""
-        status = HTTPStatus.METHOD_NOT_ALLOWED if code == HTTPStatus.NOT_IMPLEMENTED else HTTPStatus(code)
+        """http.server's own refusals (a malformed request line, an unknown method, headers too long) as JSON 4xx:
+        an unknown method is 405, an HTTP version it does not speak 400."""
+        status = HTTPStatus(code)
+        if status == HTTPStatus.NOT_IMPLEMENTED:
+            status = HTTPStatus.METHOD_NOT_ALLOWED
+        elif status >= 500:
+            status = HTTPStatus.BAD_REQUEST
         self.close_connection = True
+        self.request_version = "HTTP/1.0"  # a request line too broken to name its version still gets a status line
         text = message or status.phrase
         if status == HTTPStatus.METHOD_NOT_ALLOWED:
             text = f"{self.command} is not supported: the page uses GET and POST"
