@@ -148,6 +148,8 @@ BAD_REQUESTS = {
     "encoded dot-dot": (404, ("GET", "/%2e%2e/web/server.py", [], b"")),
     "static folder": (404, ("GET", "/static/app.js", [], b"")),
     "POST to a GET path": (405, ("POST", "/api/model", [("Content-Length", "0")], b"")),
+    "POST to an unknown path": (404, ("POST", "/api/nope", [("Content-Length", "0")], b"")),
+    "GET of the POST path": (405, ("GET", "/api/predict", [], b"")),
     "PUT": (405, ("PUT", "/", [("Content-Length", "0")], b"")),
     "foreign Host": (403, ("GET", "/api/model", [("Host", "evil.example:8000")], b"")),
     "foreign Host, no port": (403, ("GET", "/", [("Host", "rebound.example")], b"")),

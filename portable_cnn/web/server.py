@@ -34,6 +34,7 @@ PAGE_FILES = {
     "/panels.js": ("panels.js", "text/javascript; charset=utf-8"),
     "/pad.js": ("pad.js", "text/javascript; charset=utf-8"),
 }
+API = {"/api/model": "GET", "/api/history": "GET", "/api/events": "GET", "/api/predict": "POST"}  # path -> method
 # Nothing the page loads comes from elsewhere, and no other site may frame it.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
@@ -107,8 +108,18 @@ class Handler(BaseHTTPRequestHandler):
                 HTTPStatus.FORBIDDEN, "the Host header does not name this server (use the URL it printed)"
             )
 
-    def _get(self, head: bool = False) -> None:
+    def _path(self, method: str) -> str:
+        """The request's path (without a query), once it is a page file or an API path that takes ``method``."""
         path = self.path.split("?", 1)[0]
+        wanted = "GET" if path in self.server.files else API.get(path)
+        if wanted is None:
+            raise RequestError(HTTPStatus.NOT_FOUND, f"nothing at {path}; the page is at /")
+        if wanted != method:
+            raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes {wanted}, not {method}")
+        return path
+
+    def _get(self, head: bool = False) -> None:
+        path = self._path("GET")
         board = self.server.board
         if path in self.server.files:
             body, kind = self.server.files[path]
@@ -117,17 +128,11 @@ class Handler(BaseHTTPRequestHandler):
             self._json(board.snapshot.describe(), head=head)
         elif path == "/api/history":
             self._json(board.history(), head=head)
-        elif path == "/api/events":
-            self._events(board, head)
         else:
-            raise RequestError(HTTPStatus.NOT_FOUND, f"nothing at {path}; the page is at /")
+            self._events(board, head)
 
     def _post(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path != "/api/predict":
-            if path in self.server.files or path.startswith("/api/"):
-                raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes GET, not POST")
-            raise RequestError(HTTPStatus.NOT_FOUND, f"nothing at {path}; POST drawings to /api/predict")
+        self._path("POST")
         request = self._json_body()
         if not isinstance(request, dict) or "pixels" not in request:
             raise RequestError(HTTPStatus.BAD_REQUEST, 'send a JSON object {"pixels": [[...], ...]}')
