@@ -15,7 +15,7 @@ from portable_cnn.backends import get_backend, workers
 from portable_cnn.callbacks import Callback
 from portable_cnn.config import Config, output_side
 from portable_cnn.rng import make_random
-from portable_cnn.trainer import Position, batches, correct_predictions, fit, init_model, to_device
+from portable_cnn.trainer import Position, RunSteps, batches, correct_predictions, fit, init_model, to_device
 
 from . import flops
 from .floor import Floor, epoch_work, work_flops
@@ -111,6 +111,7 @@ def portable(mnist, key: str, label: str, floor_key: str | None = None, **settin
         data = to_device(mnist, config, backend)
         random_source = make_random(config.random_kind(), backend, config.seed)
         model = init_model(config, random_source)
+    steps = RunSteps.build(config, model)  # one run, an epoch a fit() call: compiled (jax) once, not every epoch
     epochs = itertools.count(1)
     positions = output_side(config.kernel_size, config.book)
     trained, tested = batches(config, data.train_size)[-1][1], data.test_images.shape[0]
@@ -119,11 +120,15 @@ def portable(mnist, key: str, label: str, floor_key: str | None = None, **settin
 
     def train_epoch():
         with backend.activated():
-            return fit(model, data, config, random_source, one_epoch, [], Position(next(epochs)))
+            return fit(model, data, config, random_source, one_epoch, [], Position(next(epochs)), steps)
 
     def test():
         with backend.activated():
-            return int(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, pool))
+            return int(
+                correct_predictions(
+                    model, data.test_images, data.test_labels, config.eval_batch_size, pool, steps.count
+                )
+            )
 
     return Contender(
         key,

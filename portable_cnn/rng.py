@@ -60,6 +60,11 @@ class BookRandom:
         )
 
 
+# How the default recipe's dropout masks are numbered: 2 since every batch has a step of its own; 1 (checkpoints
+# with no "numbering") gave an epoch's last batch the step, and so the mask, of the next epoch's first.
+MASK_NUMBERING = 2
+
+
 class PortableRandom:
     """Philox-4x32-10 evaluated on the device: the same seed gives the same numbers on every backend.
 
@@ -88,19 +93,25 @@ class PortableRandom:
 
     def keep_masks(self, shapes, keep_prob: float):
         """An epoch's masks from one Philox call (:func:`philox.bernoulli_steps`), each unpacked when its batch
-        comes: mask ``i`` is at step ``step + i``. The step then advances by ``len(shapes) - 1``, the numbering the
-        trainer has always had (an epoch's last batch and the next epoch's first share a step), kept so that the
-        default recipe's lines stay the same."""
+        comes: mask ``i`` is at step ``step + i``, and the step then advances past them, so every batch of the
+        run has a step (and a mask) of its own."""
         backend = self._backend
         masks = philox.bernoulli_steps(
             backend.xp, shapes, keep_prob, seed=self._seed, stream=0, first_step=self.step, device=backend.device
         )
-        self.step += max(len(shapes) - 1, 0)
+        self.step += len(shapes)
         return masks
 
     def state(self) -> dict:
-        """Counters only (Philox keeps no other state): the run continues identically on any backend."""
-        return {"kind": "portable", "seed": self._seed, "step": self.step, "draws": self._draws}
+        """Counters only (Philox keeps no other state): the run continues identically on any backend. ``numbering``
+        says how steps are given to batches (:data:`MASK_NUMBERING`), so a run never continues with another."""
+        return {
+            "kind": "portable",
+            "seed": self._seed,
+            "step": self.step,
+            "draws": self._draws,
+            "numbering": MASK_NUMBERING,
+        }
 
     def restore(self, state: dict) -> None:
         _expect_kind(state, "portable")
@@ -142,6 +153,11 @@ class NativeRandom:
                 "(a --rng portable run, the default, resumes on any backend)"
             )
         self._generator.load(state["state"])
+
+
+def numbered_as_now(state: dict) -> bool:
+    """Whether a saved random state numbers its dropout masks as this version does (only Philox's numbering changed)."""
+    return state.get("kind") != "portable" or state.get("numbering") == MASK_NUMBERING
 
 
 def make_random(kind: str, backend: Backend, seed: int):

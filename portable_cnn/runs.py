@@ -32,7 +32,7 @@ from .datasets import EMBEDDED_SOURCE, fingerprint, load_mnist
 from .errors import UserError
 from .files import check_writable
 from .model import ConvNet
-from .rng import make_random
+from .rng import make_random, numbered_as_now
 from .trainer import EpochRecord, Position, batches, fit, init_model, to_device
 
 __all__ = ["DEFAULT_INTERRUPT_PATH", "Diverged", "Interrupted", "TrainResult", "config_from_checkpoint", "train"]
@@ -148,7 +148,14 @@ def restore(saved: checkpoint.Checkpoint, backend, random_source, data: dict, pe
 
 
 def check_resumable(config: Config, saved: checkpoint.Checkpoint) -> None:
-    """Refuse to resume a checkpoint with another recipe (naming the field) or with no epochs left."""
+    """Refuse to resume a checkpoint with another recipe (naming the field), with the old dropout numbering or
+    with no epochs left."""
+    if not numbered_as_now(saved.rng):
+        raise UserError(
+            f"the checkpoint {saved.path} was written by portable-cnn {saved.package_version} with the old dropout "
+            "numbering (an epoch's last batch shared its mask with the next epoch's first), so it cannot continue as "
+            "this version trains; start a new run"
+        )
     for name in RECIPE_FIELDS:
         if name in saved.recipe and saved.recipe[name] != getattr(config, name):
             raise UserError(

@@ -5,8 +5,8 @@ callbacks do that. Device scalars come to the host once per epoch, never inside 
 
 from __future__ import annotations
 
-import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,10 +130,9 @@ def batches(config: Config, train_size: int) -> list[tuple[int, int]]:
     return ops.slices(trained, config.batch_size)
 
 
-@functools.lru_cache(maxsize=64)
 def batch_correct(library: str, kernel_size: int, positions: int):
     """``count(kernels, weights, images, labels)``: one batch's correct predictions, compiled where the
-    library compiles (one function object per network shape, so a compiled one is reused every epoch)."""
+    library compiles (one of a run's :class:`RunSteps`)."""
 
     def count(kernels, weights, images, labels):
         return ops.count_correct(ConvNet(kernels, weights, kernel_size, positions).logits(images), labels)
@@ -141,10 +140,14 @@ def batch_correct(library: str, kernel_size: int, positions: int):
     return backends.compiled(count, library)
 
 
-def correct_predictions(model: ConvNet, images, labels, batch_size: int, workers: backends.Workers | None = None):
-    """Correct predictions over a labelled set, in bounded-memory batches shared by ``workers`` (a device scalar)."""
+def correct_predictions(
+    model: ConvNet, images, labels, batch_size: int, workers: backends.Workers | None = None, count_batch=None
+):
+    """Correct predictions over a labelled set, in bounded-memory batches shared by ``workers`` (a device scalar);
+    ``count_batch`` is the run's :func:`batch_correct` (built here when not given)."""
     xp = array_namespace(model.weights)
-    count_batch = batch_correct(backends.library_name(model.weights), model.kernel_size, model.positions)
+    if count_batch is None:
+        count_batch = batch_correct(backends.library_name(model.weights), model.kernel_size, model.positions)
     correct = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
 
     def count(span):
@@ -158,7 +161,6 @@ def correct_predictions(model: ConvNet, images, labels, batch_size: int, workers
     return correct
 
 
-@functools.lru_cache(maxsize=64)
 def train_step(
     library: str,
     book_recipe: bool,
@@ -171,7 +173,8 @@ def train_step(
 ):
     """``step(kernels, weights, images, targets, labels, keep_mask, correct, loss, floor)``: one batch's forward
     pass, gradients and SGD update, and its counts added on the device; pure (new arrays in, new arrays out),
-    so that a library that compiles (``jax.jit``) runs the whole step as one call. The math is model's and book's."""
+    so that a library that compiles (``jax.jit``) runs the whole step as one call (one of a run's :class:`RunSteps`).
+    The math is model's and book's."""
 
     def step(kernels, weights, images, targets, labels, keep_mask, correct, loss, floor):
         model = ConvNet(kernels, weights, kernel_size, positions)
@@ -189,6 +192,31 @@ def train_step(
     return backends.compiled(step, library)
 
 
+@dataclass(frozen=True)
+class RunSteps:
+    """A run's step (:func:`train_step`) and evaluation count (:func:`batch_correct`), compiled where the library
+    compiles. Built once per run, never cached for the process: a run whose registry entry compiles nothing
+    (``compile=None``) is eager all through, and a compiled one is traced by its own run."""
+
+    train: Callable
+    count: Callable
+
+    @classmethod
+    def build(cls, config: Config, model: ConvNet) -> RunSteps:
+        library = backends.library_name(model.weights)
+        train = train_step(
+            library,
+            config.book,
+            config.batch_size,
+            config.block_size,
+            SGD(weight_rate=config.alpha, kernel_rate=config.kernel_alpha),
+            model.kernel_size,
+            model.positions,
+            backends.workers(config.backend, config.device, config.threads),
+        )
+        return cls(train, batch_correct(library, model.kernel_size, model.positions))
+
+
 def fit(
     model: ConvNet,
     data: DeviceData,
@@ -197,24 +225,19 @@ def fit(
     callbacks,
     history: list[EpochRecord],
     start: Position,
+    steps: RunSteps | None = None,
 ):
     """Train ``model`` from ``start`` to ``config.epochs``, appending to ``history`` and reporting to ``callbacks``.
+
+    ``steps`` are the run's step and count (built here when not given: a caller that runs one run as several
+    calls, as the benchmarks do an epoch a call, builds them once with :meth:`RunSteps.build`).
 
     Returns None when every epoch ran, or the :class:`Position` reached when a callback set
     ``stop_training`` (looked at before each epoch and each batch; the callbacks' ``on_stop`` then ran).
     """
     workers = backends.workers(config.backend, config.device, config.threads)
-    optimiser = SGD(weight_rate=config.alpha, kernel_rate=config.kernel_alpha)
-    step = train_step(
-        backends.library_name(model.weights),
-        config.book,
-        config.batch_size,
-        config.block_size,
-        optimiser,
-        model.kernel_size,
-        model.positions,
-        workers,
-    )
+    steps = steps or RunSteps.build(config, model)
+    step, count_batch = steps.train, steps.count
     spans = batches(config, data.train_size)
     state = TrainState(model, config, random_source, history, spans, start)
     xp, where = array_namespace(model.weights), device_of(model.weights)
@@ -255,7 +278,9 @@ def fit(
                 _notify(callbacks, "on_batch_end", state, end - begin)
             if stopped is not None:
                 break
-            record = _epoch_record(model, data, config, workers, epoch, correct, loss, resumed.seconds - started)
+            record = _epoch_record(
+                model, data, config, workers, count_batch, epoch, correct, loss, resumed.seconds - started
+            )
             history.append(record)
             _notify(callbacks, "on_epoch_end", state, record)
         if stopped is not None:
@@ -266,7 +291,7 @@ def fit(
 
 
 def _epoch_record(
-    model, data: DeviceData, config: Config, workers, epoch: int, correct, loss, clock_offset: float
+    model, data: DeviceData, config: Config, workers, count_batch, epoch: int, correct, loss, clock_offset: float
 ) -> EpochRecord:
     """The epoch's figures on the host, evaluating the test set if this epoch is due, brought over in one transfer;
     its seconds are ``time.perf_counter() + clock_offset`` once they are on the host."""
@@ -274,7 +299,9 @@ def _epoch_record(
     trained = batches(config, data.train_size)[-1][1]
     counts = [correct, loss]
     if evaluated:
-        counts.append(correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers))
+        counts.append(
+            correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers, count_batch)
+        )
     xp = array_namespace(loss)
     # One stacked read in the loss's dtype: counts up to 2**24 (MNIST has 70000 images) are exact in float32.
     figures = backends.to_host(xp.stack([xp.astype(count, loss.dtype) for count in counts])).tolist()

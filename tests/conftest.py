@@ -3,12 +3,14 @@ skipped without one)."""
 
 import collections
 import contextlib
+import importlib
+import importlib.util
 import os
 import pathlib
 
 import pytest
 
-from portable_cnn import UserError, get_backend, load_mnist
+from portable_cnn import get_backend, load_mnist
 from portable_cnn.backends import LIBRARIES
 from portable_cnn.datasets import EMBEDDED_DIR, ENV_VAR
 
@@ -46,13 +48,29 @@ def _deactivate_backends():
 
 def backend_or_skip(name, device=None):
     """The backend, activated for the rest of the test as train() and the command line activate theirs (jax's
-    64-bit integers for Philox, the device), or a skip that says what is missing (cupy, a GPU, torch, jax)."""
-    try:
-        backend = get_backend(name, device)
-    except UserError as error:
-        pytest.skip(str(error))
+    64-bit integers for Philox, the device). Skipped only for what a CPU machine cannot have: cupy (a GPU-only
+    library) or the GPU ``device`` names; any other fault, a missing CPU library included (the test extra
+    installs them), fails the test."""
+    missing = absent_gpu(name, device)
+    if missing:
+        pytest.skip(missing)
+    backend = get_backend(name, device)
     _ACTIVATED.enter_context(backend.activated())
     return backend
+
+
+def absent_gpu(name, device=None) -> str | None:
+    """Why this machine cannot run ``name`` on ``device`` for want of a GPU or of cupy, or None when it can."""
+    entry = LIBRARIES[name]
+    if not entry.on_gpu(device):
+        return None
+    if importlib.util.find_spec(entry.module) is None:
+        return f"needs a GPU: {entry.module} is not installed (pip install {entry.extra})"
+    wanted = str(device or entry.gpu)
+    seen = [listed.split()[0] for listed in entry.devices(importlib.import_module(entry.module))]
+    if not any(found == wanted or found.startswith(f"{wanted}:") for found in seen):
+        return f"needs a GPU: {name} sees no {wanted} on this machine (it sees: {', '.join(seen) or 'nothing'})"
+    return None
 
 
 @pytest.fixture(params=BACKENDS)

@@ -180,6 +180,27 @@ def test_resuming_another_recipe_names_the_field(mnist, saved_file, change, flag
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("old_rng", [{"kind": "portable", "seed": 1, "step": 1, "draws": 2}, {"numbering": 1}])
+def test_a_checkpoint_with_the_old_dropout_numbering_is_refused_in_one_line(mnist, saved_file, tmp_path, old_rng):
+    """Written before every batch had its own mask (no ``numbering``, or numbering 1): continuing it would mix two
+    numberings in one run, so it is refused, naming the version that wrote it."""
+    good = checkpoint.load(saved_file)
+    old = tmp_path / "old.npz"
+    rng = old_rng if "kind" in old_rng else {**good.rng, **old_rng}
+    checkpoint.save(old, dataclasses.replace(good, rng=rng, package_version="0.0.9"))
+    with pytest.raises(UserError, match="written by portable-cnn 0.0.9 with the old dropout numbering") as error:
+        train(dataclasses.replace(SMALL, resume=str(old)), mnist)
+    assert "\n" not in str(error.value) and str(error.value).endswith("start a new run")
+
+
+def test_a_book_checkpoint_has_no_numbering_and_still_resumes(mnist, tmp_path):
+    """Only the default recipe's Philox masks were renumbered; the notebook's stream is unchanged."""
+    path = tmp_path / "book.npz"
+    train(dataclasses.replace(BOOK, epochs=1, save=str(path)), mnist)
+    assert "numbering" not in checkpoint.load(path).rng
+    assert len(train(dataclasses.replace(BOOK, resume=str(path)), mnist).history) == 2
+
+
 def test_resuming_with_other_training_images_is_refused(mnist, saved_file):
     other = dataclasses.replace(mnist, train_images=mnist.train_images[::-1].copy())
     with pytest.raises(UserError, match="training images differ"):
@@ -366,7 +387,12 @@ def test_metrics_rows_are_flushed_every_epoch(mnist, tmp_path, suffix):
     assert [row["epoch"] for row in rows] == [0, 1, 2]
     assert rows[1]["test_acc"] is None and rows[2]["test_acc"] == result.history[2].test_acc
     assert [row["train_acc"] for row in rows] == [record.train_acc for record in result.history]
-    assert all(row["seconds"] > 0 and row["images_per_second"] > 0 for row in rows)
+    for row, record in zip(rows, result.history, strict=True):  # each row is its epoch's record, rounded
+        assert (row["loss"], row["seconds"], row["images_per_second"]) == (
+            record.loss,
+            round(record.seconds, 6),
+            round(record.images_per_second, 1),
+        )
     if suffix == ".csv":
         assert path.read_text().splitlines()[0] == "epoch,train_acc,test_acc,loss,seconds,images_per_second"
     else:

@@ -14,7 +14,7 @@ from PIL import Image
 from portable_cnn import checkpoint, cli, get_backend
 from portable_cnn.backends import to_host
 
-from .conftest import backend_or_skip
+from .conftest import BACKENDS, backend_or_skip
 
 TINY = ["--train-size", "128", "--batch-size", "64", "--test-size", "100"]  # 2 batches an epoch
 # Runs stopped by a signal: so many epochs that none can end before its signal arrives, however fast the machine.
@@ -47,6 +47,16 @@ def spawn(args, cwd, mnist_dir):
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def ready(child) -> str:
+    """Wait (as long as it takes, no clock) for a training child's first line: its signal handlers are in place and
+    epoch 0 is done, so a signal sent now stops it in a later batch. A child that ended instead fails the test."""
+    first = child.stdout.readline()
+    if not first.startswith("I:0 "):
+        child.kill()
+        pytest.fail(f"the child printed {first!r} instead of epoch 0's line: {child.communicate()[1][-2000:]}")
+    return first
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +94,7 @@ def test_ctrl_c_saves_the_default_file_and_the_resumed_run_is_the_straight_one(
     mnist_dir, tmp_path, capsys, monkeypatch
 ):
     child = spawn(["train", "--epochs", ENDLESS, *TINY], tmp_path, mnist_dir)
-    first = child.stdout.readline()  # epoch 0 is done: the next batch is under way
+    first = ready(child)
     child.send_signal(signal.SIGINT)
     rest, err = child.communicate(timeout=120)
     assert child.returncode == 130, err
@@ -117,7 +127,7 @@ def test_sigterm_saves_to_save_and_says_how_to_resume(mnist_dir, tmp_path):
         tmp_path,
         mnist_dir,
     )
-    child.stdout.readline()
+    ready(child)
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=120)
     assert child.returncode == 130, err
@@ -204,9 +214,11 @@ def test_bad_input_ends_in_one_line(tmp_path, capsys, monkeypatch, args, fragmen
 # --- evaluate ----------------------------------------------------------------------------------------------
 
 
-def test_evaluate_on_every_backend(model_file, mnist_dir, mnist, backend, capsys):
-    name = backend.name
-    device = ["--device", str(backend.device)] if name == "torch" else []
+@pytest.mark.parametrize("wanted", BACKENDS)
+def test_evaluate_on_every_backend(model_file, mnist_dir, mnist, wanted, capsys):
+    name, where = wanted
+    backend_or_skip(name, where)
+    device = [] if where is None else ["--device", where]  # jax-cuda and torch-cuda on the GPU, not the CPU
     status, out, err = main(
         capsys,
         "evaluate",
@@ -361,23 +373,3 @@ def test_maps_of_a_picture_file(model_file, mnist, tmp_path, capsys):
     )
     assert status == 0, err
     assert Image.open(tmp_path / "m.png").size == (1050, 250)
-
-
-@pytest.mark.gpu
-def test_evaluate_on_a_gpu_matches_numpy(model_file, mnist_dir, capsys):
-    backend_or_skip("cupy")
-    runs = [
-        main(
-            capsys,
-            "evaluate",
-            "--checkpoint",
-            str(model_file),
-            "--backend",
-            name,
-            "--data-dir",
-            str(mnist_dir),
-            "--json",
-        )
-        for name in ("numpy", "cupy")
-    ]
-    assert abs(json.loads(runs[0][1])["correct"] - json.loads(runs[1][1])["correct"]) <= 2

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 
+import array_api_strict as strict
 import numpy as np
 import pytest
 
@@ -22,7 +23,6 @@ from portable_cnn.runs import Interrupted
 
 from .conftest import REPO
 
-strict = pytest.importorskip("array_api_strict")
 DEVICE1 = strict.Device("device1")
 CREATORS = ("asarray", "arange", "empty", "eye", "full", "linspace", "ones", "zeros", "from_dlpack")
 SMALL = Config(

@@ -3,15 +3,16 @@ checkpoints that continue across numpy, torch and jax, and the notebook's lines 
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
 
 from portable_cnn import Config, UserError, backends, get_backend, train
 from portable_cnn.backends import to_host
+from portable_cnn.model import ConvNet
 
 from .conftest import backend_or_skip
 
-jax = pytest.importorskip("jax")
 SMALL = Config(epochs=2, train_size=256, test_size=300, quiet=True)
 
 
@@ -30,12 +31,28 @@ def test_bad_jax_devices_are_one_line(device):
 
 
 def test_the_compiled_step_equals_the_eager_one(mnist, monkeypatch):
-    compiled = train(dataclasses.replace(SMALL, backend="jax"), mnist)
-    eager_jax = dataclasses.replace(backends.LIBRARIES["jax"], compile=None)
-    monkeypatch.setitem(backends.LIBRARIES, "jax", eager_jax)
-    eager = train(dataclasses.replace(SMALL, backend="jax", seed=1), mnist)
+    """The same run compiled (jax.jit: the step's Python runs once, as its trace) and eager (the registry entry
+    without ``compile``: the step's Python runs every batch): the same lines, weights equal to float32 rounding."""
+    calls = {"gradients": 0, "logits": 0}
+    for name in calls:
+        monkeypatch.setattr(ConvNet, name, _counted(getattr(ConvNet, name), calls, name))
+    config = dataclasses.replace(SMALL, backend="jax", eval_batch_size=100)  # 2 epochs of 2 batches, 3 test batches
+    compiled = train(config, mnist)
+    assert calls == {"gradients": 1, "logits": 1}  # each traced once, then run compiled
+    monkeypatch.setitem(backends.LIBRARIES, "jax", dataclasses.replace(backends.LIBRARIES["jax"], compile=None))
+    calls.update(gradients=0, logits=0)
+    eager = train(config, mnist)
+    assert calls == {"gradients": 4, "logits": 6}  # every batch and every test batch in Python
     assert [r.line() for r in compiled.history] == [r.line() for r in eager.history]
     np.testing.assert_allclose(to_host(compiled.model.weights), to_host(eager.model.weights), rtol=0, atol=1e-6)
+
+
+def _counted(method, calls: dict, name: str):
+    def counting(*args, **kwargs):
+        calls[name] += 1
+        return method(*args, **kwargs)
+
+    return counting
 
 
 @pytest.mark.parametrize(("first", "then"), [("numpy", "jax"), ("jax", "numpy"), ("jax", "torch"), ("torch", "jax")])

@@ -228,7 +228,8 @@ def test_bit_identical_across_backends(name):
 
 def test_array_api_strict_on_another_device():
     """Every creation function receives device=: strict refuses to mix devices."""
-    array_api_strict = pytest.importorskip("array_api_strict")
+    import array_api_strict
+
     device = array_api_strict.Device("device1")
     got = _draws(array_api_strict, device=device)
     ref = _draws(np_xp)
@@ -300,7 +301,8 @@ def test_bernoulli_steps_in_chunks_equal_the_per_step_masks(words_per_call):
 
 def test_bernoulli_steps_on_a_non_default_strict_device():
     """Every array is created with device=: array-api-strict refuses to mix its devices."""
-    array_api_strict = pytest.importorskip("array_api_strict")
+    import array_api_strict
+
     device = array_api_strict.Device("device1")
     for p in (0.5, 0.25, 3 / 8, 0.3, 1.0):
         shapes = EPOCH_SHAPES[-2:] + ODD_SHAPES
@@ -311,7 +313,8 @@ def test_bernoulli_steps_on_a_non_default_strict_device():
 
 def test_generation_reads_nothing_back_to_the_host(monkeypatch):
     """No __bool__/__int__/__float__/__index__/__array__/__dlpack__ on the arrays while masks are made."""
-    array_api_strict = pytest.importorskip("array_api_strict")
+    import array_api_strict
+
     reads = []
 
     def forbid(name):
@@ -549,19 +552,28 @@ def test_bernoulli_half_is_balanced_per_bit_and_independent_across_steps():
     assert abs((masks[0] == other).mean() - 0.5) < SIGMA * 0.5 / math.sqrt(n)
 
 
-def test_the_trainers_numbering_is_bernoulli_steps_from_first_step_advancing_by_batches_minus_one():
-    """The random source's masks, drawn as the trainer draws them (zip with the batches), are
-    ``bernoulli_steps`` with ``first_step`` = the source's step, which then advances by
-    ``len(shapes) - 1``: an epoch's last batch and the next epoch's first share a step."""
-    from portable_cnn.rng import PortableRandom
+def test_no_two_batches_of_a_run_share_a_step_or_a_mask(monkeypatch):
+    """The random source's masks, drawn as the trainer draws them (one ``keep_masks`` per epoch, zipped with the
+    batches), are ``bernoulli_steps`` from the source's step, and every batch of the run has a step and a mask
+    of its own: an epoch's last batch never repeats the next epoch's first."""
+    from portable_cnn import rng
 
     backend = backend_or_skip("numpy")
-    random = PortableRandom(backend, 7)
-    spans = [(0, 16), (16, 32), (32, 45)]  # batches of 16, 16 and 13 rows
-    shapes = [(stop - start, 50) for start, stop in spans]
-    for _ in range(3):  # epochs
+    steps = []
+
+    def recording(xp, shapes, p, *, first_step, **kwargs):
+        steps.extend(first_step + i for i in range(len(shapes)))
+        return bernoulli_steps(xp, shapes, p, first_step=first_step, **kwargs)
+
+    monkeypatch.setattr(rng.philox, "bernoulli_steps", recording)
+    random = rng.PortableRandom(backend, 7)
+    shapes = [(16, 50)] * 3  # equal batches, as with --batch-size 100 on 1000 images: a shared step is a shared mask
+    masks = []
+    for _ in range(4):  # epochs
         first_step = random.step
-        drawn = [mask for _, mask in zip(spans, random.keep_masks(shapes, 0.5))]
-        want = bernoulli_steps(backend.xp, shapes, 0.5, seed=7, stream=0, first_step=first_step, device=backend.device)
+        drawn = [to_numpy(mask) for _, mask in zip(shapes, random.keep_masks(shapes, 0.5))]
+        want = bernoulli_steps(np_xp, shapes, 0.5, seed=7, stream=0, first_step=first_step)
         _assert_same_masks(drawn, list(want))
-        assert random.step == first_step + len(shapes) - 1
+        masks += drawn
+    assert len(steps) == len(masks) == 12 and len(set(steps)) == 12, steps
+    assert len({mask.tobytes() for mask in masks}) == 12

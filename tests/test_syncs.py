@@ -8,11 +8,11 @@ CPU: on a GPU each of them waits for the device (``if`` on a device array, ``cli
 
 import dataclasses
 
+import array_api_strict as strict
 import pytest
 
 from portable_cnn import Callback, Config, train
 
-strict = pytest.importorskip("array_api_strict")
 CPU = strict.Device("CPU_DEVICE")
 CONVERSIONS = (
     "__bool__",
