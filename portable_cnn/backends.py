@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import functools
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -405,10 +406,24 @@ def _import(entry: Library):
     try:
         return importlib.import_module(entry.module)
     except ImportError as error:
-        raise UserError(
-            f"backend '{entry.name}' needs {entry.module}, which is not installed ({error}); "
-            f"install it with: pip install {entry.extra}"
-        ) from None
+        raise UserError(_not_installed(entry, str(error))) from None
+
+
+def _not_installed(entry: Library, detail: str) -> str:
+    return (
+        f"backend '{entry.name}' needs {entry.module}, which is not installed ({detail}); "
+        f"install it with: pip install {entry.extra}"
+    )
+
+
+def check_usable(name: str, device: str | None) -> None:
+    """Refuse, as --backend does, a backend whose library is not installed or whose GPU is not there; only a
+    GPU device imports the library (to find the GPU), a CPU one just looks for it."""
+    entry = library(name)
+    if entry.on_gpu(device):
+        gpu_devices(name, device)
+    elif importlib.util.find_spec(entry.module.partition(".")[0]) is None:
+        raise UserError(_not_installed(entry, f"no module named '{entry.module}'"))
 
 
 def get_backend(name: str = "numpy", device: str | None = None) -> Backend:

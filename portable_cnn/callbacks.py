@@ -24,6 +24,9 @@ except ImportError:  # the progress extra is not installed: no bar
     tqdm = None
 
 DEFAULT_INTERRUPT_PATH = "portable-cnn-interrupted.npz"
+PROGRESS_HINT = (
+    "--progress draws a bar with tqdm, which is not installed; install it with: pip install 'portable-cnn[progress]'"
+)
 
 
 class Callback:
@@ -74,8 +77,6 @@ class ProgressBar(Callback):
         self._bar = None
 
     def on_train_begin(self, state):
-        if tqdm is None:
-            return
         per_epoch = state.batches[-1][1]
         left = (state.config.epochs - state.start.epoch) * per_epoch - state.batches[state.start.batch][0]
         self._bar = tqdm(total=left, unit="img", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
@@ -94,10 +95,13 @@ class ProgressBar(Callback):
 
 
 def show_progress(config) -> bool:
-    """The progress bar's switch: ``config.progress`` if given, else on when stderr is a terminal and not quiet."""
+    """The progress bar's switch: ``config.progress`` if given, else on when stderr is a terminal and not quiet
+    (and tqdm is there). Asking for a bar without tqdm is a UserError that names the extra to install."""
+    if config.progress and tqdm is None:
+        raise UserError(PROGRESS_HINT)
     if config.progress is not None:
         return config.progress
-    return not config.quiet and sys.stderr.isatty()
+    return not config.quiet and sys.stderr.isatty() and tqdm is not None
 
 
 class MetricsFile(Callback):
@@ -138,6 +142,55 @@ class Diverged(UserError):
     """The loss or the parameters became NaN or infinite; the last good state was kept, never the bad one."""
 
 
+def run_record(
+    config, kernels, weights, random_state: dict, position: Position, history, data: dict, backend: dict
+) -> checkpoint.Checkpoint:
+    """The checkpoint record of a run of ``config`` at ``position``: host copies of the parameters, the random
+    state, the history, where its data came from and the backend that trained it."""
+    partial = (
+        {"correct": position.correct, "loss": position.loss, "seconds": position.seconds} if position.batch else None
+    )
+    return checkpoint.Checkpoint(
+        to_host(kernels),
+        to_host(weights),
+        recipe=config.recipe(),
+        config=dataclasses.asdict(config),
+        kernel_size=config.kernel_size,
+        positions=output_side(config.kernel_size, config.book),
+        dtype=config.dtype,
+        epoch=position.epoch,
+        batch=position.batch,
+        partial=partial,
+        rng=random_state,
+        history=[dataclasses.asdict(entry) for entry in history],
+        data=data,
+        backend=backend,
+    )
+
+
+class KeepRun(Callback):
+    """Keeps the run's end in memory as a checkpoint record (``run``), to continue it later in this process
+    as a saved file would be (``train(..., resume_from=run)``: the estimator's warm start)."""
+
+    def __init__(self):
+        self.run = None
+
+    def on_train_end(self, state):
+        config = state.config
+        backend = {"name": config.backend, "device": str(config.device)}
+        position = Position(len(state.history))
+        self.run = run_record(
+            config,
+            state.model.kernels,
+            state.model.weights,
+            state.random_source.state(),
+            position,
+            state.history,
+            {},
+            backend,
+        )
+
+
 class Checkpoints(Callback):
     """Writes the run to ``config.save`` every ``checkpoint_every`` epochs and at the end; on a stop, to
     ``config.save`` or :data:`DEFAULT_INTERRUPT_PATH` (``saved_to`` says where)."""
@@ -149,27 +202,8 @@ class Checkpoints(Callback):
 
     def write(self, path, kernels, weights, random_state: dict, position: Position, history) -> None:
         """A checkpoint of these parameters and random state at ``position`` with ``history``."""
-        partial = (
-            {"correct": position.correct, "loss": position.loss, "seconds": position.seconds}
-            if position.batch
-            else None
-        )
-        record = checkpoint.Checkpoint(
-            to_host(kernels),
-            to_host(weights),
-            recipe=self.config.recipe(),
-            config=dataclasses.asdict(self.config),
-            kernel_size=self.config.kernel_size,
-            positions=output_side(self.config.kernel_size, self.config.book),
-            dtype=self.config.dtype,
-            epoch=position.epoch,
-            batch=position.batch,
-            partial=partial,
-            rng=random_state,
-            history=[dataclasses.asdict(entry) for entry in history],
-            data=self.data,
-            backend={"name": self.backend.name, "device": str(self.backend.device)},
-        )
+        backend = {"name": self.backend.name, "device": str(self.backend.device)}
+        record = run_record(self.config, kernels, weights, random_state, position, history, self.data, backend)
         checkpoint.save(path, record)
         if str(path) == str(self.config.save) and position.batch == 0:
             self.last_saved = position.epoch

@@ -1,4 +1,5 @@
-"""The ``portable-cnn`` command line: ``train``, ``sweep``, ``evaluate``, ``predict``, ``plot``, ``serve`` and ``info``.
+"""The ``portable-cnn`` command line: ``train``, ``sweep``, ``evaluate``, ``predict``, ``plot``, ``export``, ``serve``,
+``info``.
 
 Bad input ends in one line on stderr and exit status 2, never a traceback. ``train`` stops cleanly on
 the first Ctrl-C or SIGTERM (the batch finishes, a checkpoint is written, exit status 130) and ends
@@ -11,6 +12,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import pathlib
 import shlex
 import signal
@@ -220,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run on the Dask cluster at ADDRESS (tcp://host:8786), or 'local' for a LocalCluster here",
     )
     plan.add_argument("--report", metavar="DIR", help="only rebuild the summary table and files from the sweep in DIR")
+    plan.add_argument(
+        "--force",
+        action="store_true",
+        help="if --out holds a sweep with other settings (epochs, recipe, --set), delete its runs and start again",
+    )
     sweep_parser.set_defaults(run=_sweep, knob_parsers=_knob_parsers(sweep_parser))
 
     evaluate_parser = commands.add_parser(
@@ -276,6 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_argument(serve_parser)
     _add_page_arguments(serve_parser)
     serve_parser.set_defaults(run=_serve)
+    export_parser = commands.add_parser(
+        "export", help="write a checkpoint's network as an ONNX graph or a safetensors file, for use elsewhere"
+    )
+    _add_checkpoint_argument(export_parser)
+    export_parser.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="the file to write: OUT.onnx or OUT.safetensors"
+    )
+    export_parser.add_argument(
+        "--format", choices=("onnx", "safetensors"), help="the format (default: from the extension of OUT)"
+    )
+    export_parser.set_defaults(run=_export)
 
     info_parser = commands.add_parser(
         "info", help="the backends (installed or not, version, devices) and the data a run would use"
@@ -433,6 +451,8 @@ def _value_parser(action: argparse.Action):
 
 def _sweep(args) -> int:
     from . import sweep
+    from .callbacks import show_progress
+    from .files import check_output_folder, locked
 
     if args.report:
         return _sweep_report(args.report)
@@ -448,25 +468,31 @@ def _sweep(args) -> int:
             raise UserError(f"--set {knob} is given twice; list all its values in one: --set {knob}=v1,v2")
         settings[knob] = values
     runs = sweep.plan(base, sweep.parse_seeds(args.seeds), settings, args.out)
-    engine = sweep.make_engine(base, args.workers, args.scheduler)
-    try:
+    show_bar = show_progress(args)
+    out = check_output_folder(args.out, "a sweep")
+    busy = f"another sweep is running in {out} (it holds {out / sweep.LOCK}); wait for it to end or use another --out"
+    with locked(out / sweep.LOCK, busy):
+        sweep.claim_folder(out, sweep.folder_record(base, settings), args.force)
         to_do, complete = sweep.prepare(runs)
-        print(
-            f"sweep: {_runs(len(runs))}, {len(complete)} already complete, {len(to_do)} to run on {engine.describe()}",
-            file=sys.stderr,
-        )
-        outcomes, signal_name = _execute_sweep(engine, to_do, len(runs), len(complete), args)
-    finally:
-        engine.close()
-    _sweep_report(args.out)
+        engine = sweep.make_engine(base, args.workers, args.scheduler)
+        try:
+            print(
+                f"sweep: {_runs(len(runs))}, {len(complete)} already complete, {len(to_do)} to run on "
+                f"{engine.describe()}",
+                file=sys.stderr,
+            )
+            outcomes, signal_name = _execute_sweep(engine, to_do, len(runs), len(complete), args.quiet, show_bar)
+        finally:
+            engine.close()
+        _sweep_report(args.out)
     failed = [outcome for outcome in outcomes if outcome.status == "failed"]
-    stopped = [outcome for outcome in outcomes if outcome.status in ("interrupted", "not started")]
+    order = {run.name: index for index, run in enumerate(runs)}
+    stopped = sorted(
+        (outcome for outcome in outcomes if outcome.status in ("interrupted", "not started")),
+        key=lambda outcome: order[outcome.run.name],
+    )
     if stopped:
-        print(
-            f"portable-cnn: {signal_name or 'interrupted'}: {_runs(len(stopped))} not finished (those started saved "
-            f"where they stopped); run the same command again to finish them",
-            file=sys.stderr,
-        )
+        print(f"portable-cnn: {signal_name or 'interrupted'}: {_stopped_runs(stopped)}", file=sys.stderr)
         return 130
     if failed:
         print(
@@ -478,39 +504,60 @@ def _sweep(args) -> int:
     return 0
 
 
-def _execute_sweep(engine, to_do, total: int, complete: int, args):
+def _stopped_runs(stopped) -> str:
+    """Which runs a stopped sweep saved where they stopped, which it did not, which never started: one line."""
+    saved = [f"{outcome.run.name} (after {outcome.saved})" for outcome in stopped if outcome.saved]
+    unsaved = [outcome.run.name for outcome in stopped if outcome.status == "interrupted" and not outcome.saved]
+    waiting = [outcome.run.name for outcome in stopped if outcome.status == "not started"]
+    parts = [
+        f"saved where they stopped: {', '.join(saved)}" if saved else "",
+        f"stopped unsaved (they go on from their last checkpoint): {', '.join(unsaved)}" if unsaved else "",
+        f"not started: {', '.join(waiting)}" if waiting else "",
+    ]
+    return (
+        f"{_runs(len(stopped))} not finished; " + "; ".join(filter(None, parts)) + "; run the same command again "
+        "to finish them"
+    )
+
+
+def _execute_sweep(engine, to_do, total: int, complete: int, quiet: bool | None, show_bar: bool):
     """The runs' outcomes, each reported as it comes, with a bar counting runs; and the signal that stopped it,
-    if any."""
+    if any. A reader that goes away (``sweep | head -1``) stops the sweep as Ctrl-C does, then ends it."""
     from . import sweep
     from .callbacks import print_line, tqdm
 
-    show = args.progress if args.progress is not None else not args.quiet and sys.stderr.isatty()
     engine.on_retry = lambda run: print_line(
         f"portable-cnn: {run.name}: its worker process died; running it again", file=sys.stderr
     )
-    bar = (
-        tqdm(total=total, initial=complete, unit="run", file=sys.stderr, dynamic_ncols=True) if show and tqdm else None
-    )
+    bar = tqdm(total=total, initial=complete, unit="run", file=sys.stderr, dynamic_ncols=True) if show_bar else None
+    closed = []
 
     def finished(outcome):
         summary = outcome.summary
         if outcome.status == "done":
             if bar is not None:
                 bar.update(1)
-            if not args.quiet:
-                print_line(
-                    f"{outcome.run.name}: final test acc {summary['final']:.4f}, best "
-                    f"{summary['best']:.4f} at epoch {summary['best_epoch']}, {summary['seconds']:.1f} s"
-                )
+            if not quiet and not closed:
+                try:
+                    print_line(
+                        f"{outcome.run.name}: final test acc {summary['final']:.4f}, best "
+                        f"{summary['best']:.4f} at epoch {summary['best_epoch']}, {summary['seconds']:.1f} s"
+                    )
+                except BrokenPipeError:
+                    closed.append(True)
+                    engine.stop()
         elif outcome.status == "failed":
             print_line(f"portable-cnn: {outcome.run.name} failed: {outcome.error}", file=sys.stderr)
 
     try:
         with sweep.StopOnSignals(engine) as signals:
-            return sweep.execute_all(to_do, engine, finished), signals.signal_name
+            outcomes = sweep.execute_all(to_do, engine, finished)
     finally:
         if bar is not None:
             bar.close()
+    if closed:
+        raise BrokenPipeError("the reader of the sweep's output went away")
+    return outcomes, signals.signal_name
 
 
 def _sweep_report(folder) -> int:
@@ -546,6 +593,8 @@ def _evaluate(args) -> int:
     from .datasets import load_mnist
     from .evaluation import confusion_of
 
+    if args.plot:
+        _check_picture_path(args.plot)
     with _loaded_model(args) as (saved, model):
         mnist = load_mnist(args.data_dir, test_size=args.test_size)
         count = len(mnist.test_images) if args.test_size is None else args.test_size
@@ -606,9 +655,17 @@ def _predict(args) -> int:
     return 1 if any("error" in entry for entry in entries) else 0
 
 
+def _check_picture_path(path) -> None:
+    from .files import check_output_path
+    from .plots import WHAT
+
+    check_output_path(path, WHAT)
+
+
 def _plot_kernels(args) -> int:
     from . import plots
 
+    _check_picture_path(args.output)
     saved = checkpoint.load(args.checkpoint)
     title = f"learned kernels after {saved.epoch} epochs ({saved.recipe['name']} recipe)"
     size = plots.kernels(saved.kernels, saved.kernel_size, args.output, title=title)
@@ -617,8 +674,12 @@ def _plot_kernels(args) -> int:
 
 def _plot_maps(args) -> int:
     from . import plots
+    from .datasets import FULL_SIZES
     from .model import as_model_images
 
+    _check_picture_path(args.output)
+    if args.image is None and args.index >= FULL_SIZES["test"]:
+        raise UserError(f"--index {args.index} is out of range: MNIST's test images are 0-{FULL_SIZES['test'] - 1}")
     with _loaded_model(args) as (saved, model):
         if args.image:
             from .digits import read_digits
@@ -645,6 +706,7 @@ def _plot_curves(args) -> int:
     from . import plots
     from .metrics import read_metrics
 
+    _check_picture_path(args.output)
     if args.metrics:
         rows, title = read_metrics(args.metrics), pathlib.Path(args.metrics).name
     else:
@@ -656,6 +718,18 @@ def _plot_curves(args) -> int:
 
 def _wrote(path, size) -> int:
     print(f"wrote {path} ({size[0]}x{size[1]} pixels)")
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export, format_of
+
+    kind = format_of(args.output, args.format)
+    saved = checkpoint.load(args.checkpoint)
+    if kind == "onnx" and saved.dtype != "float32":
+        print(f"portable-cnn: the checkpoint is {saved.dtype}; the ONNX graph is float32", file=sys.stderr)
+    export(saved, args.output, kind)
+    print(f"wrote {args.output} ({kind}: {saved.describe()})", file=sys.stderr)
     return 0
 
 
@@ -685,10 +759,26 @@ def _describe_data(args) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a reader gone away shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError:  # `portable-cnn ... | head`: end quietly, with the status of a process killed by SIGPIPE
+        _drop_stdout()
+        return 128 + signal.SIGPIPE
     except UserError as error:
         print(f"portable-cnn: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("portable-cnn: interrupted", file=sys.stderr)
         return 130
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so that what is left in its buffer goes nowhere, without a second error."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a real file (a test's capture)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, descriptor)
+    os.close(null)

@@ -2,17 +2,19 @@
 
 Columns: epoch, train_acc, test_acc (empty / null for epochs that were not evaluated), loss, seconds,
 images_per_second. A crash keeps every row written so far; a resumed run keeps the rows of the
-epochs its checkpoint holds and appends after them.
+epochs its checkpoint holds and appends after them. A row that cannot be written whole (a full disk) is
+taken back, so the file never ends in half a row, and the run stops with one line naming the file.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import pathlib
 
-from .errors import UserError
-from .files import check_writable, write_atomically
+from .errors import UserError, reason
+from .files import check_output_path, write_atomically
 
 COLUMNS = ("epoch", "train_acc", "test_acc", "loss", "seconds", "images_per_second")
 FORMATS = (".csv", ".jsonl")
@@ -20,11 +22,12 @@ WHAT = "a metrics file"  # for files' messages: "cannot write a metrics file to 
 
 
 def check_path(path) -> pathlib.Path:
-    """Refuse, before training, a metrics path of unknown format or one that could never be written."""
-    path = pathlib.Path(path)
-    if path.suffix.lower() not in FORMATS:
+    """The file to write (a symlink's target); refuses, before training, a metrics path of unknown format or
+    one that could never be written (see :func:`files.check_output_path`)."""
+    target = check_output_path(path, WHAT)
+    if pathlib.Path(path).suffix.lower() not in FORMATS:
         raise UserError(f"--metrics {path}: name the file .csv or .jsonl (the extension picks the format)")
-    return check_writable(path, WHAT)
+    return target
 
 
 class MetricsWriter:
@@ -42,25 +45,36 @@ class MetricsWriter:
             if keep_before and self.path.is_file()
             else []
         )
+        if kept:
+            header = [",".join(COLUMNS) + "\n"] if self._csv else []
+            write_atomically(self.path, "".join(header + [self._format_row(row) for row in kept]).encode(), WHAT)
         try:
-            if kept:
-                header = [",".join(COLUMNS) + "\n"] if self._csv else []
-                write_atomically(
-                    self.path, "".join(header + [self._format_row(row) for row in kept]).encode("utf-8"), WHAT
-                )
-            self._file = open(self.path, "a" if kept else "w", newline="", encoding="utf-8")
+            mode = os.O_APPEND if kept else os.O_TRUNC
+            self._descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | mode, 0o666)
         except OSError as error:
-            raise UserError(f"cannot write --metrics {self.path}: {error.strerror or error}") from None
+            raise UserError(f"cannot write {WHAT} {self.path}: {error.strerror or reason(error)}") from None
         if self._csv and not kept:
-            self._file.write(",".join(COLUMNS) + "\n")
-            self._file.flush()
+            self._append(",".join(COLUMNS) + "\n")
 
     def write(self, record) -> None:
-        self._file.write(self._format_row({name: getattr(record, name) for name in COLUMNS}))
-        self._file.flush()
+        self._append(self._format_row({name: getattr(record, name) for name in COLUMNS}))
+
+    def _append(self, text: str) -> None:
+        """Write ``text`` whole at the end of the file, or take back what was written and raise a UserError."""
+        end = os.lseek(self._descriptor, 0, os.SEEK_END)
+        left = memoryview(text.encode("utf-8"))
+        try:
+            while left:
+                left = left[os.write(self._descriptor, left) :]
+        except OSError as error:
+            try:
+                os.ftruncate(self._descriptor, end)
+            except OSError:
+                pass
+            raise UserError(f"cannot write {WHAT} {self.path}: {error.strerror or reason(error)}") from None
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._descriptor)
 
     def _format_row(self, row: dict) -> str:
         row = {

@@ -8,14 +8,16 @@ size the functions return. matplotlib is optional: ``pip install 'portable-cnn[p
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
 
 from .errors import UserError
-from .files import check_writable
+from .files import check_output_path, write_atomically
 
 DPI = 100
+WHAT = "a picture"  # for files' messages: "cannot write a picture to ..."
 MATPLOTLIB_HINT = (
     "drawing pictures needs matplotlib, which is not installed; install it with: pip install 'portable-cnn[plot]'"
 )
@@ -34,13 +36,14 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path) -> tuple[int, int]:
-    path = check_writable(path, "a picture")
+    """Draw ``figure`` in the format its extension names, then write it atomically (through a symlink)."""
+    target = check_output_path(path, WHAT)
+    buffer = io.BytesIO()
     try:
-        figure.savefig(path, dpi=DPI)
+        figure.savefig(buffer, dpi=DPI, format=target.suffix[1:] or None)
     except ValueError as error:  # an unknown extension
         raise UserError(f"cannot write {path}: {error}") from None
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+    write_atomically(path, buffer.getvalue(), WHAT)
     width, height = figure.get_size_inches()
     return round(width * DPI), round(height * DPI)
 

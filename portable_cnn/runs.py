@@ -30,7 +30,7 @@ from .callbacks import (
 from .config import RECIPE_FIELDS, Config
 from .datasets import EMBEDDED_SOURCE, fingerprint, load_mnist
 from .errors import UserError
-from .files import check_writable
+from .files import check_output_path
 from .model import ConvNet
 from .rng import make_random, numbered_as_now
 from .trainer import EpochRecord, Position, batches, fit, init_model, to_device
@@ -59,6 +59,7 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     stop=None,
     callbacks: tuple[Callback, ...] = (),
+    resume_from: checkpoint.Checkpoint | None = None,
 ) -> TrainResult:
     """Train the network as ``config`` says; returns the model and one EpochRecord per epoch.
 
@@ -68,15 +69,18 @@ def train(
     with its checkpoint's epochs). ``on_epoch`` is called with each new EpochRecord; ``stop`` (anything
     with ``is_set()``) is looked at before each batch, and once set the run is saved and
     :class:`Interrupted` raised. ``callbacks`` (:class:`~portable_cnn.callbacks.Callback`) are added to the run's own.
+    ``resume_from`` is a checkpoint record in memory to continue when ``config.resume`` names no file
+    (:class:`~portable_cnn.callbacks.KeepRun` keeps one).
     """
     config = config.validated()
     for path, check in (
-        (config.save, lambda path: check_writable(path, checkpoint.WHAT)),
+        (config.save, lambda path: check_output_path(path, checkpoint.WHAT)),
         (config.metrics, metrics.check_path),
     ):
         if path is not None:
             check(path)
-    resumed = checkpoint.load(config.resume) if config.resume else None
+    progress = show_progress(config)
+    resumed = checkpoint.load(config.resume) if config.resume else resume_from
     if resumed is not None:
         check_resumable(config, resumed)
     backend = get_backend(config.backend, config.device)
@@ -102,7 +106,7 @@ def train(
         run_callbacks = [DivergenceCheck(saver)]
         if not config.quiet:
             run_callbacks.append(NotebookLines())
-        if show_progress(config):
+        if progress:
             run_callbacks.append(ProgressBar())
         if config.metrics:
             run_callbacks.append(MetricsFile(config.metrics, keep_before=start.epoch if resumed else None))

@@ -9,14 +9,18 @@ checkpoint is complete and resumes the others from where their checkpoint stoppe
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
 import json
 import multiprocessing
 import os
 import pathlib
+import shutil
 import signal
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -28,10 +32,15 @@ from .files import write_atomically
 from .runs import Interrupted, train
 
 RUNS_FOLDER = "runs"
+RECORD = "sweep.json"  # the folder's sweep: the settings its runs share and the knob values they try
+LOCK = "sweep.lock"  # held while a sweep runs in the folder
+SUMMARY_NAMES = ("summary.csv", "summary.json", "summary.png")  # the folder's summary (sweep_report writes them)
 # Config fields a sweep sets itself, or that make no sense to vary across runs.
 NOT_KNOBS = ("seed", "save", "resume", "metrics", "quiet", "progress", "device", "data_dir", "checkpoint_every")
 # Fields that must match for a run found in --out to be the run planned (epochs may grow).
 SAME_RUN_FIELDS = (*RECIPE_FIELDS, "test_size")
+# Settings every run of a folder's sweep shares: another value makes other runs, so it needs another folder.
+SWEEP_FIELDS = (*(name for name in RECIPE_FIELDS if name != "seed"), "epochs", "test_size", "test_every")
 
 
 @dataclass(frozen=True)
@@ -50,13 +59,15 @@ class Run:
 
 @dataclass
 class Outcome:
-    """How a run ended: ``status`` is done, skipped, interrupted, not started or failed (``error`` says why)."""
+    """How a run ended: ``status`` is done, interrupted, not started or failed (``error`` says why); an
+    interrupted run's ``saved`` says where it saved (None: it stopped unsaved, at its last checkpoint)."""
 
     run: Run
     status: str
     summary: dict | None = None
     error: str | None = None
     attempts: int = 1
+    saved: str | None = None
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -123,6 +134,8 @@ def plan(base: Config, seeds: list[int], settings: dict[str, list], out) -> list
                 progress=False,
             )
             dataclasses.replace(config, save=None).validated()
+            if "backend" in chosen:  # checked as the --backend flag is, before a worker starts
+                backends.check_usable(config.backend, config.device)
             runs.append(Run(name, label or ("book" if config.book else "default"), chosen, config))
     return runs
 
@@ -134,6 +147,62 @@ def _text(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def folder_record(base: Config, settings: dict[str, list]) -> dict:
+    """What a sweep's folder keeps in RECORD: the settings its runs share and the --set values (as JSON has them)."""
+    validated = dataclasses.replace(base, save=None, resume=None).validated()
+    shared = {name: getattr(validated, name) for name in SWEEP_FIELDS if name not in settings}
+    return json.loads(json.dumps({"config": shared, "settings": settings}))
+
+
+def claim_folder(out, record: dict, force: bool) -> None:
+    """Make ``out`` this sweep's folder: refuse, naming the differences, one that holds a sweep with other
+    settings (``force``: delete that sweep's runs and summary first); then write ``record`` there."""
+    out = pathlib.Path(out)
+    path = out / RECORD
+    found = None
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+            differences = _differences(found, record)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise UserError(f"{path} is not a sweep's record ({error}); remove it or use another --out") from None
+        if differences and not force:
+            raise UserError(
+                f"{out} holds a sweep with other settings ({'; '.join(differences)}); use another --out, or "
+                f"--force to delete its runs and start again"
+            )
+    if force and found != record:
+        shutil.rmtree(out / RUNS_FOLDER, ignore_errors=True)
+        for name in SUMMARY_NAMES:
+            (out / name).unlink(missing_ok=True)
+    write_atomically(path, (json.dumps(record, indent=1) + "\n").encode(), "a sweep's record")
+
+
+def _differences(found: dict, wanted: dict) -> list[str]:
+    """Each setting that differs between two folder records, as "--epochs 20 there, 30 here"."""
+    knobs = set(found["settings"]) | set(wanted["settings"])
+    shared = (set(found["config"]) | set(wanted["config"])) - knobs  # a knob's flag value is not used
+    differences = []
+    for part, names, describe in (("config", shared, _flag_value), ("settings", knobs, _set_value)):
+        for name in sorted(names):
+            there, here = found[part].get(name), wanted[part].get(name)
+            if there != here:
+                differences.append(f"{describe(name, there)} there, {describe(name, here)} here")
+    return differences
+
+
+def _flag_value(name: str, value) -> str:
+    flag = f"--{name.replace('_', '-')}"
+    if value is None:
+        return f"no {flag}"
+    return flag if value is True else f"no {flag}" if value is False else f"{flag} {value}"
+
+
+def _set_value(name: str, values) -> str:
+    knob = name.replace("_", "-")
+    return f"no --set {knob}" if values is None else f"--set {knob}={','.join(_text(value) for value in values)}"
 
 
 def prepare(runs: list[Run]) -> tuple[list[Run], list[Run]]:
@@ -195,26 +264,55 @@ def _check_same_run(record: pathlib.Path, wanted: Config) -> None:
             )
 
 
-def execute(config: Config, threads: int | None) -> dict | None:
+def execute(config: Config, threads: int | None, stop=None) -> dict | str:
     """Train one run to its end in this process (a pool or Dask worker), resuming its checkpoint if there is one.
 
-    Returns the run's summary, or None if it was stopped (SIGINT or SIGTERM; it saved where it stopped).
-    ``threads`` caps the BLAS and OpenMP threads at this worker's share of the cores.
+    Returns the run's summary, or, if it was stopped (``stop.is_set()``; by default SIGINT or SIGTERM), where
+    it saved. ``threads`` caps the BLAS and OpenMP threads at this worker's share of the cores. A run whose
+    checkpoint is already complete (a run finished by a sweep that was stopped) is summarised, not trained.
     """
     from threadpoolctl import threadpool_limits
 
     if pathlib.Path(config.save).is_file():
+        saved = checkpoint.load(config.save)
+        if saved.epoch == config.epochs and saved.batch == 0:
+            return summarise_history(saved.history)
         config = dataclasses.replace(config, resume=config.save)
     if threads is not None and config.threads is None:
         config = dataclasses.replace(config, threads=threads)  # the run's own worker threads: this worker's share too
     if threads is not None:
         backends.limit_threads(config.backend, threads)
-    with threadpool_limits(limits=threads), StopRequests() as stop:
+    with threadpool_limits(limits=threads), StopRequests() if stop is None else contextlib.nullcontext(stop) as stop:
         try:
             result = train(config, stop=stop)
-        except Interrupted:
-            return None
+        except Interrupted as stopped:
+            done = f"{stopped.epoch} epoch{'' if stopped.epoch == 1 else 's'}"
+            return done + (f" and {stopped.batch} of {stopped.batches} batches" if stopped.batch else "")
     return summarise_history([dataclasses.asdict(record) for record in result.history])
+
+
+def execute_on_cluster(config: Config, threads: int | None, stop_event: str) -> dict | str | None:
+    """:func:`execute` in a Dask worker, stopped by the sweep's distributed Event ``stop_event``; None if that
+    was set before the run started."""
+    stop = ClusterStop(stop_event)
+    if stop.is_set():
+        return None
+    return execute(config, threads, stop)
+
+
+class ClusterStop:
+    """A sweep's stop request seen from a Dask worker, for the trainer's ``is_set()`` before each batch: the
+    distributed Event named ``name``, asked the scheduler at most every ``every`` seconds."""
+
+    def __init__(self, name: str, every: float = 0.5):
+        from distributed import Event
+
+        self._event, self._every, self._set, self._next = Event(name), every, False, 0.0
+
+    def is_set(self) -> bool:
+        if not self._set and time.monotonic() >= self._next:
+            self._set, self._next = self._event.is_set(), time.monotonic() + self._every
+        return self._set
 
 
 def summarise_history(history: list[dict]) -> dict:
@@ -233,7 +331,7 @@ class StopRequests:
     """In a process's main thread, SIGINT and SIGTERM set the event the trainer checks between batches.
 
     The handler stays: a second signal (the terminal's Ctrl-C and the sweep's forwarded one) is harmless.
-    Elsewhere (a Dask worker's thread) there is no event to set, and the trainer runs to its end.
+    Elsewhere (a Dask worker's thread) there is no event to set: there the sweep stops runs with a ClusterStop.
     """
 
     def __enter__(self):
@@ -337,7 +435,7 @@ class DaskEngine:
 
     def __init__(self, address: str, workers: int, threads: int | None):
         try:
-            from distributed import Client, LocalCluster
+            from distributed import Client, Event, LocalCluster
         except ImportError:
             raise UserError(
                 "--scheduler needs dask.distributed, which is not installed; "
@@ -346,7 +444,8 @@ class DaskEngine:
         self.threads, self._cluster = threads, None
         try:
             if address == "local":
-                self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+                with _ignoring_interrupts():  # the worker processes keep ignoring them: Ctrl-C stops runs in order
+                    self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
                 self.client = Client(self._cluster)
             else:
                 self.client = Client(address, timeout="10s")
@@ -354,12 +453,14 @@ class DaskEngine:
         except (OSError, TimeoutError, ValueError) as error:
             raise UserError(f"--scheduler {address}: cannot reach a Dask scheduler ({error})") from None
         self._executor = self.client.get_executor(pure=False)
+        self._stop_name = f"portable-cnn-sweep-stop-{uuid.uuid4().hex}"
+        self._stop = Event(self._stop_name, client=self.client)
         self.stopping = threading.Event()
         self.on_retry: Callable[[Run], None] = lambda run: None
 
     def submit(self, run: Run) -> concurrent.futures.Future:
         future = concurrent.futures.Future()
-        remote = self._executor.submit(execute, run.config, self.threads)
+        remote = self._executor.submit(execute_on_cluster, run.config, self.threads, self._stop_name)
 
         def finished(done):
             if done.cancelled():
@@ -377,10 +478,10 @@ class DaskEngine:
         return f"the Dask cluster at {self.client.scheduler.address}"
 
     def stop(self):
-        """Cancel the runs not finished: the cluster's runs cannot be asked to save, so they resume from their
-        last checkpoint."""
+        """Ask the runs in flight to save and stop before their next batch (the sweep's distributed Event,
+        which the workers look at), and the runs not started to end at once."""
         self.stopping.set()
-        self._executor.shutdown(wait=False)
+        self._stop.set()
 
     def close(self):
         self._executor.shutdown(wait=False)
@@ -389,8 +490,25 @@ class DaskEngine:
             self._cluster.close()
 
 
-def _outcome(run: Run, summary: dict | None, attempts: int) -> Outcome:
-    return Outcome(run, "interrupted" if summary is None else "done", summary, attempts=attempts)
+@contextlib.contextmanager
+def _ignoring_interrupts():
+    """SIGINT ignored while the block starts processes, which inherit that: the terminal's Ctrl-C then reaches
+    the sweep only, which asks the runs to save and stop (a worker it killed would lose its run's progress)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _outcome(run: Run, result: dict | str | None, attempts: int) -> Outcome:
+    """A worker's result as an Outcome: a summary (done), where a stopped run saved (interrupted) or None (not
+    started)."""
+    if result is None:
+        return Outcome(run, "not started", attempts=attempts)
+    if isinstance(result, str):
+        return Outcome(run, "interrupted", attempts=attempts, saved=result)
+    return Outcome(run, "done", result, attempts=attempts)
 
 
 def _failed(run: Run, error: BaseException) -> Outcome:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from . import checkpoint
 from .errors import UserError
 from .files import write_atomically
-from .sweep import RUNS_FOLDER, summarise_history
+from .sweep import RUNS_FOLDER, SUMMARY_NAMES, summarise_history
 
 COLUMNS = (
     "configuration",
@@ -33,7 +33,6 @@ COLUMNS = (
     "best_epoch_mean",
     "seconds_mean",
 )
-NAMES = ("summary.csv", "summary.json", "summary.png")
 
 
 @dataclass
@@ -167,7 +166,7 @@ def write(rows: list[dict], results: list[RunResult], incomplete: list[str], fol
     writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(flat(row) for row in rows)
-    csv_path, json_path, picture_path = (folder / name for name in NAMES)
+    csv_path, json_path, picture_path = (folder / name for name in SUMMARY_NAMES)
     write_atomically(csv_path, text.getvalue().encode(), "the sweep's summary")
     write_atomically(
         json_path,

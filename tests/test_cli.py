@@ -10,12 +10,17 @@ import pytest
 LINE = re.compile(r"^I:\d+ Test-Acc:[0-9.]+ Train-Acc:[0-9.]+$")
 
 
-def run_cli(*args, data_dir=None, env=None):
+def run_cli(*args, data_dir=None, env=None, cwd=None):
     environment = {**os.environ, **(env or {})}
     if data_dir is not None:
         environment["PORTABLE_CNN_DATA_DIR"] = str(data_dir)
     return subprocess.run(
-        [sys.executable, "-m", "portable_cnn", *args], capture_output=True, text=True, env=environment, timeout=300
+        [sys.executable, "-m", "portable_cnn", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        cwd=cwd,
     )
 
 

@@ -95,7 +95,7 @@ def test_the_live_page_adds_one_host_copy_per_epoch_and_none_in_the_batch_loop(m
     train(SMALL, mnist, callbacks=(Publish(board), host_reads))
     assert board.snapshot.epochs_done == 3
     assert host_reads.inside == [], f"host reads inside the batch loop: {host_reads.inside}"
-    # The planned reads, then the page's snapshot of the parameters in one transfer: when training begins (counted
+    # The planned reads, then the page's snapshot of the parameters, one transfer each: when training begins (counted
     # with the first epoch) and after each epoch, once its figures were read.
-    begin, epoch = ["to_device"], ["to_device", "__bool__", "to_device"]
+    begin, epoch = ["to_device"] * 2, ["to_device", "__bool__", "to_device", "to_device"]
     assert host_reads.after == [begin + epoch] + [epoch] * 2

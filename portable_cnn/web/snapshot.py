@@ -1,4 +1,4 @@
-"""A model as the page sees it: host (NumPy) copies of its parameters, taken in one transfer, and what it makes
+"""A model as the page sees it: host (NumPy) copies of its parameters (:func:`export.parameters`), and what it makes
 of a drawing (the 28x28 input, the feature maps, each kernel's share of each class score, the probabilities).
 
 The page's predictions run here, on the host copy, never on the training arrays.
@@ -11,23 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import array_namespace
 
-from .. import ops
-from ..backends import to_host
+from .. import export, ops
 from ..digits import from_pixels
 from ..model import ConvNet, as_model_images
-
-
-def host_parameters(model: ConvNet) -> dict[str, np.ndarray]:
-    """The model's parameters (name -> array) as NumPy copies, brought over in one device-to-host transfer."""
-    tree = {"kernels": model.kernels, "weights": model.weights}
-    xp = array_namespace(*tree.values())
-    flat = to_host(xp.concat([xp.reshape(array, (-1,)) for array in tree.values()]))
-    copies, start = {}, 0
-    for name, array in tree.items():
-        size = int(np.prod(array.shape))
-        copies[name] = flat[start : start + size].reshape(array.shape).copy()
-        start += size
-    return copies
 
 
 @dataclass(frozen=True)
@@ -40,8 +26,8 @@ class Snapshot:
 
     @classmethod
     def of(cls, model: ConvNet, recipe: dict, epochs_done: int) -> Snapshot:
-        """A host snapshot of ``model`` (of any backend)."""
-        parameters = host_parameters(model)
+        """A host snapshot of ``model`` (of any backend): copies, so that nothing the run does can reach them."""
+        parameters = {name: array.copy() for name, array in export.parameters(model).items()}
         return cls(ConvNet(**parameters, kernel_size=model.kernel_size, positions=model.positions), recipe, epochs_done)
 
     def describe(self) -> dict:
