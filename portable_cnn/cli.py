@@ -1,4 +1,5 @@
-"""The ``portable-cnn`` command line: ``train``, ``sweep``, ``evaluate``, ``predict``, ``plot``, ``export``, ``info``.
+"""The ``portable-cnn`` command line: ``train``, ``sweep``, ``evaluate``, ``predict``, ``plot``, ``export``, ``serve``,
+``info``.
 
 Bad input ends in one line on stderr and exit status 2, never a traceback. ``train`` stops cleanly on
 the first Ctrl-C or SIGTERM (the batch finishes, a checkpoint is written, exit status 130) and ends
@@ -21,10 +22,12 @@ import threading
 from . import checkpoint
 from .backends import BACKENDS, default_eval_batch, describe_backends, get_backend, to_host
 from .config import Config
-from .errors import UserError
+from .errors import UserError, reason
 from .flags import add_config_arguments
 from .runs import Diverged, Interrupted, config_from_checkpoint, train
 from .version import __version__
+
+HOST, PORT = "127.0.0.1", 8000  # where the page is served unless --host and --port say otherwise
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +50,30 @@ def _at_least(minimum: int):
     return parse
 
 
+def _port(text: str) -> int:
+    port = _at_least(0)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number up to 65535, not {port}")
+    return port
+
+
+def _add_page_arguments(parser: argparse.ArgumentParser, live: bool = False):
+    page = parser.add_argument_group("the page" + (" (with --live)" if live else ""))
+    if live:
+        page.add_argument(
+            "--live", action="store_true", help="serve the page (see: portable-cnn serve) with the run updating live"
+        )
+    page.add_argument(
+        "--port", type=_port, default=None if live else PORT, help=f"(default {PORT}; 0 takes a free port)"
+    )
+    page.add_argument(
+        "--host",
+        default=None if live else HOST,
+        help=f"the address to listen on (default {HOST}: this machine only; any other is warned about)",
+    )
+    page.add_argument("--open", action="store_true", help="open the page in the web browser")
+
+
 def _add_backend_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="(default numpy)")
     parser.add_argument(
@@ -66,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train_parser = commands.add_parser("train", help="train the network on MNIST and print one line per epoch")
     add_config_arguments(train_parser)
+    _add_page_arguments(train_parser, live=True)
     train_parser.set_defaults(run=_train)
 
     sweep_parser = commands.add_parser(
@@ -148,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
             "-o", "--output", required=True, metavar="OUT.png", help="the picture file (.png, .svg, .pdf)"
         )
 
+    serve_parser = commands.add_parser(
+        "serve",
+        help="a local page for a saved model: draw a digit, see its feature maps, kernels, votes and curves",
+        description="Serve a page (on this machine only, by default) that shows the model seeing, deciding and "
+        "learning: draw a digit and watch its 28x28 input, feature maps, each kernel's votes and the ten "
+        "probabilities; the kernels and the accuracy curves. Ctrl-C stops it.",
+    )
+    _add_checkpoint_argument(serve_parser)
+    _add_page_arguments(serve_parser)
+    serve_parser.set_defaults(run=_serve)
     export_parser = commands.add_parser(
         "export", help="write a checkpoint's network as an ONNX graph or a safetensors file, for use elsewhere"
     )
@@ -210,9 +248,19 @@ def _stop_on_signals():
 
 def _train(args) -> int:
     config = config_from_args(args)
+    if not args.live and (args.port is not None or args.host is not None or args.open):
+        raise UserError("--port, --host and --open are for the live page: add --live")
     with _stop_on_signals() as stop:
+        page = callbacks = None
+        if args.live:
+            from .web.live import Board, Publish
+
+            config.validated()  # a bad flag is refused before the page is served
+            board = Board()
+            page = _serve_page(board, args.host or HOST, PORT if args.port is None else args.port, args.open)
+            callbacks = (Publish(board),)
         try:
-            result = train(config, stop=stop)
+            result = train(config, stop=stop, callbacks=callbacks or ())
         except Interrupted as stopped:
             why = stop.signal_name or "interrupted"
             print(
@@ -223,9 +271,55 @@ def _train(args) -> int:
         except Diverged as error:
             print(f"portable-cnn: error: {error}", file=sys.stderr)
             return 1
-    if config.save and not config.quiet:
-        print(f"portable-cnn: saved {config.save} ({len(result.history)} epochs)", file=sys.stderr)
+        if config.save and not config.quiet:
+            print(f"portable-cnn: saved {config.save} ({len(result.history)} epochs)", file=sys.stderr)
+        if page is not None:
+            print(f"portable-cnn: training ended; still serving {page.url} until Ctrl-C", file=sys.stderr)
+            _serve_until(stop, page)
     return 0
+
+
+def _serve(args) -> int:
+    from .web.live import Board, epoch_entry
+    from .web.snapshot import Snapshot
+
+    saved = checkpoint.load(args.checkpoint)
+    try:
+        history = [epoch_entry(row) for row in saved.history]
+    except (KeyError, TypeError) as error:
+        raise UserError(f"the checkpoint {saved.path} is corrupt: its history lacks {reason(error)}") from None
+    snapshot = Snapshot.of(saved.to_model(get_backend("numpy")), saved.recipe, saved.epoch)
+    with _stop_on_signals() as stop:
+        page = _serve_page(Board(snapshot, history, done=True), args.host, args.port, args.open)
+        print(f"portable-cnn: serving {saved.describe()} until Ctrl-C", file=sys.stderr)
+        _serve_until(stop, page)
+    return 0
+
+
+def _serve_page(board, host: str, port: int, open_browser: bool):
+    """Serve the page for ``board`` from a daemon thread; one line on stderr with its URL (and a warning first when
+    it listens beyond this machine)."""
+    from .web import server
+
+    page = server.start(board, host, port)
+    if not server.is_loopback(host):
+        print(
+            f"portable-cnn: warning: --host {host} lets other machines reach the page and the model it shows",
+            file=sys.stderr,
+        )
+    print(f"portable-cnn: the page is at {page.url}", file=sys.stderr, flush=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(page.url)
+    return page
+
+
+def _serve_until(stop: threading.Event, page) -> None:
+    """Keep serving until ``stop`` is set (by Ctrl-C or SIGTERM), then close the server."""
+    stop.wait()
+    page.shutdown()
+    page.server_close()
 
 
 def _sweep(args) -> int:

@@ -83,6 +83,31 @@ def _gray(image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float64) / 255
 
 
+def from_pixels(pixels) -> np.ndarray:
+    """A drawing given as numbers (nested lists or an array, any size; 0-255, or 0-1 when no value exceeds 1)
+    -> the ``(28, 28)`` digit :func:`mnist_like` makes, as for a picture file of the same pixels."""
+    try:
+        gray = np.asarray(pixels)
+    except ValueError:  # rows of different lengths
+        gray = np.asarray([], dtype=object)
+    if gray.dtype.kind not in "iuf":
+        raise UserError("the pixels must be numbers, in rows of equal length")
+    if gray.ndim != 2 or 0 in gray.shape:
+        raise UserError(f"the pixels must be a 2-D array (rows of numbers), not one of shape {list(gray.shape)}")
+    gray = _pixel_values(gray)
+    return mnist_like(gray / 255 if gray.max() > 1 else gray)
+
+
+def _pixel_values(array: np.ndarray) -> np.ndarray:
+    """A numeric array as float64, refused when a value is NaN, infinite or outside 0-255."""
+    values = array.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise UserError("the pixel values include NaN or infinity")
+    if values.min() < 0 or values.max() > 255:
+        raise UserError("pixel values must lie in [0, 255] (or [0, 1] for floats)")
+    return values
+
+
 def mnist_like(gray: np.ndarray) -> np.ndarray:
     """A ``(H, W)`` grayscale picture in [0, 1] -> a ``(28, 28)`` float32 MNIST digit (see the module doc)."""
     gray = np.asarray(gray, dtype=np.float64)
@@ -136,11 +161,7 @@ def _read_array(path: pathlib.Path) -> tuple[np.ndarray, bool]:
         array = array[None, ...]
     if array.ndim != 3 or array.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE) or array.shape[0] == 0:
         raise UserError(f"its shape {array.shape} is not (28, 28) or (N, 28, 28)")
-    values = array.astype(np.float64)
-    if not np.all(np.isfinite(values)):
-        raise UserError("it contains NaN or infinity")
-    if values.min() < 0 or values.max() > 255:
-        raise UserError("pixel values must lie in [0, 255] (or [0, 1] for floats)")
+    values = _pixel_values(array)
     if array.dtype.kind in "iu" or values.max() > 1:
         values /= 255
     return values.astype(np.float32), batch

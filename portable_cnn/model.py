@@ -210,13 +210,19 @@ class ConvNet(Network):
         return self.scores(self.feature_maps(images))
 
     def scores(self, maps):
-        """Class scores from kernel-major feature maps: one ``(B, P) @ (P, 10)`` product per kernel, summed.
+        """Class scores from kernel-major feature maps: the kernels' :meth:`contributions`, summed.
 
         The same function as ``features(images)[1] @ weights`` with the sums in another order, and faster.
         """
         xp = array_namespace(maps)
+        return xp.sum(self.contributions(maps), axis=0)
+
+    def contributions(self, maps):
+        """Each kernel's exact share of the class scores, ``(num_kernels, B, 10)``: its map times its rows of the
+        dense weights, summed over positions (one ``(B, P) @ (P, 10)`` product per kernel)."""
+        xp = array_namespace(maps)
         per_kernel = xp.permute_dims(xp.reshape(self.weights, (-1, self.num_kernels, NUM_CLASSES)), (1, 0, 2))
-        return xp.sum(maps @ per_kernel, axis=0)
+        return maps @ per_kernel
 
     def forward(self, images, keep_mask):
         """Training forward pass with dropout: softmax probabilities of a batch, and what :meth:`backward` needs."""

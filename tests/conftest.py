@@ -2,6 +2,7 @@
 skipped without one). With ``PORTABLE_CNN_GPU_STAND_INS=1`` (the GPU check's dry run) the gpu-marked tests run
 on CPU stand-ins instead: array-api-strict's emulated "device1" for cupy, torch and jax on the CPU."""
 
+import collections
 import contextlib
 import importlib
 import importlib.util
@@ -138,3 +139,40 @@ def clock(monkeypatch):
     fake_clock = FakeClock()
     monkeypatch.setattr(timing, "clock", fake_clock)
     return fake_clock
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, mnist):
+    """A checkpoint of a short real run (3 epochs on 256 images), for the page's tests."""
+    from portable_cnn import Config, train
+
+    path = tmp_path_factory.mktemp("small_run") / "run.npz"
+    train(Config(epochs=3, train_size=256, test_size=300, quiet=True, save=str(path)), mnist)
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(small_run):
+    """``portable-cnn serve`` on the small run's checkpoint (a free port); after the module, Ctrl-C must end it
+    with status 0 and no traceback."""
+    from .serving import Served
+
+    server = Served("serve", "--checkpoint", str(small_run), "--port", "0")
+    yield server
+    status, _, stderr = server.interrupt()
+    assert status == 0 and "Traceback" not in stderr, stderr
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line saying how many tests ran in a real browser (marked ``browser``), so that CI shows they ran."""
+    outcomes = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "browser" in report.keywords:
+                outcomes.setdefault(report.nodeid, outcome)
+    if outcomes:
+        counts = collections.Counter(outcomes.values())
+        summary = ", ".join(
+            f"{counts[outcome]} {outcome}" for outcome in ("passed", "failed", "error", "skipped") if counts[outcome]
+        )
+        terminalreporter.write_line(f"browser tests (headless Chromium): {summary}")

@@ -107,3 +107,16 @@ def test_no_host_read_in_the_batch_loop_and_one_per_epoch(mnist, host_reads, boo
     # Per epoch, one read: the stacked figures (correct, loss, whether the parameters are finite for the divergence
     # check, test correct) in one transfer.
     assert host_reads.after == [["to_device"]] * 3
+
+
+def test_the_live_page_adds_one_host_copy_per_epoch_and_none_in_the_batch_loop(mnist, host_reads):
+    from portable_cnn.web.live import Board, Publish
+
+    board = Board()
+    train(SMALL, mnist, callbacks=(Publish(board), host_reads))
+    assert board.snapshot.epochs_done == 3
+    assert host_reads.inside == [], f"host reads inside the batch loop: {host_reads.inside}"
+    # The planned reads, then the page's snapshot of the parameters, one transfer each: when training begins (counted
+    # with the first epoch) and after each epoch, once its figures were read.
+    begin, epoch = ["to_device"] * 2, ["to_device", "to_device", "to_device"]
+    assert host_reads.after == [begin + epoch] + [epoch] * 2
