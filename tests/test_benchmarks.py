@@ -154,16 +154,17 @@ def test_the_notebooks_code_trains_like_the_book(mnist):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the probe reads /proc/self")
 def test_memory_probe_sees_the_evaluation_batch(mnist_dir):
-    """Evaluation batches of 512 images instead of 64 add ~90 MiB at the evaluation's peak (~100 KiB an image, two
-    batches at once on two workers) and nothing to training's; resident growth and numpy's own count agree."""
+    """Evaluation batches of 512 images instead of 64 add ~45 MiB at the evaluation's peak (~100 KiB an image, one
+    worker: two workers' batches overlap only when both cores are free) and nothing to training's; resident growth
+    and numpy's own count agree."""
     small, big = (
         memory_probe.probe(
-            "numpy-f32", {"train_size": 256, "test_size": 1000, "eval_batch_size": size, "threads": 2}, str(mnist_dir)
+            "numpy-f32", {"train_size": 256, "test_size": 1000, "eval_batch_size": size, "threads": 1}, str(mnist_dir)
         )
         for size in (64, 512)
     )
     assert set(small) == set(big) == {"train", "eval"}, (small, big)
-    assert big["eval"]["tracemalloc_mib"] - small["eval"]["tracemalloc_mib"] > 50
+    assert big["eval"]["tracemalloc_mib"] - small["eval"]["tracemalloc_mib"] > 30
     assert abs(big["train"]["tracemalloc_mib"] - small["train"]["tracemalloc_mib"]) < 4
     for phase in (*small.values(), *big.values()):
         assert abs(phase["rss_mib"] - phase["tracemalloc_mib"]) < max(4, phase["tracemalloc_mib"] / 10)
