@@ -168,7 +168,7 @@ def pytest_terminal_summary(terminalreporter):
     outcomes = {}
     for outcome in ("passed", "failed", "error", "skipped"):
         for report in terminalreporter.stats.get(outcome, []):
-            if "browser" in report.keywords:
+            if "browser" in getattr(report, "keywords", ()):  # a collection report has none
                 outcomes.setdefault(report.nodeid, outcome)
     if outcomes:
         counts = collections.Counter(outcomes.values())

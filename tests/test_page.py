@@ -7,7 +7,6 @@ import os
 import re
 
 import pytest
-from playwright.sync_api import expect
 
 from portable_cnn import checkpoint
 
@@ -15,7 +14,6 @@ from .serving import NO_ANSWER, SEVEN, Served, stroke
 
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-expect.set_options(timeout=NO_ANSWER * 1000)  # Playwright waits for what it expects; this only ends a hang
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +24,16 @@ def browser_type_launch_args(browser_type_launch_args):
             pytest.fail(f"no Chromium at {CHROMIUM}, and PORTABLE_CNN_REQUIRE_BROWSER is set")
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium, or set CHROMIUM to one")
     return {**browser_type_launch_args, "executable_path": CHROMIUM}
+
+
+@pytest.fixture(scope="session")
+def expect():
+    """Playwright's waiting assertions, imported here so that collecting this file needs no Playwright (the GPU
+    check's image has none and collects every file); the timeout only ends a hang."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=NO_ANSWER * 1000)
+    return expect
 
 
 @pytest.fixture
@@ -57,7 +65,7 @@ def painted(page, selector: str, ground: str) -> int:
     )
 
 
-def test_drawing_a_digit_shows_its_input_prediction_ten_bars_maps_and_votes(watched, served):
+def test_drawing_a_digit_shows_its_input_prediction_ten_bars_maps_and_votes(watched, served, expect):
     page, visited = watched
     page.goto(served.url)
     expect(page.locator("#kernels [data-kernel]")).to_have_count(16)
@@ -86,7 +94,7 @@ def test_drawing_a_digit_shows_its_input_prediction_ten_bars_maps_and_votes(watc
     expect(page.locator("#probabilities [data-digit='0']")).to_have_attribute("data-p", "")
 
 
-def test_clicking_a_kernel_shows_its_nine_weights(watched, served, small_run):
+def test_clicking_a_kernel_shows_its_nine_weights(watched, served, small_run, expect):
     page, _ = watched
     page.goto(served.url)
     page.locator("#kernels [data-kernel='5']").click()
@@ -109,7 +117,7 @@ def test_the_colour_map_is_white_at_zero_blue_below_red_above(watched, served):
     assert low[2] > low[0] and high[0] > high[2] and clipped == high
 
 
-def test_live_curves_grow_one_epoch_at_a_time(watched, mnist_dir):
+def test_live_curves_grow_one_epoch_at_a_time(watched, mnist_dir, expect):
     page, _ = watched
     live = Served("train", "--epochs", "4", "--train-size", "256", "--test-size", "300", "--threads", "1",
                   "--live", "--port", "0", env={"PORTABLE_CNN_DATA_DIR": str(mnist_dir)})  # fmt: skip

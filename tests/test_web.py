@@ -21,7 +21,6 @@ from portable_cnn.web.snapshot import Snapshot
 from .serving import NO_ANSWER, URL, Served, connect, events, get_json, post_json, request
 from .test_cli import assert_one_line_error, run_cli
 
-PIL = pytest.importorskip("PIL.Image")
 TRAIN = ("train", "--epochs", "3", "--train-size", "256", "--test-size", "300", "--threads", "1")
 
 
@@ -48,8 +47,10 @@ def test_model_gives_shapes_recipe_epochs_and_every_kernel_weight(served, small_
 
 
 def test_a_drawing_gets_what_predict_gives_a_picture_of_it(served, small_run, tmp_path):
+    from PIL import Image  # here, not at the top: the GPU check's image has no Pillow and collects every file
+
     picture = tmp_path / "seven.png"
-    PIL.fromarray(seven()).save(picture)
+    Image.fromarray(seven()).save(picture)
     result = run_cli("predict", "--checkpoint", str(small_run), "--json", str(picture))
     assert result.returncode == 0, result.stderr
     expected = json.loads(result.stdout)[0]
