@@ -262,7 +262,9 @@ def test_open_hands_the_url_to_the_browser(small_run, tmp_path):
     browser = tmp_path / "browser"
     browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
     browser.chmod(browser.stat().st_mode | stat.S_IEXEC)
-    reader = os.open(opened, os.O_RDONLY | os.O_NONBLOCK)
+    # Opened for writing too: select then waits for the URL, never for an end of file with no writer yet (which
+    # would close the reader, block the browser's open and so the server in webbrowser.open, as CI once saw).
+    reader = os.open(opened, os.O_RDWR | os.O_NONBLOCK)
     served = Served("serve", "--checkpoint", str(small_run), "--port", "0", "--open", env={"BROWSER": str(browser)})
     try:
         ready, _, _ = select.select([reader], [], [], NO_ANSWER)
