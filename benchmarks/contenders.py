@@ -125,9 +125,7 @@ def portable(mnist, key: str, label: str, floor_key: str | None = None, **settin
     def test():
         with backend.activated():
             return int(
-                correct_predictions(
-                    model, data.test_images, data.test_labels, config.eval_batch_size, pool, steps.count
-                )
+                correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, pool, steps)
             )
 
     return Contender(

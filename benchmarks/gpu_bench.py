@@ -61,7 +61,8 @@ class PhaseTimer(Callback):
     with the device synchronised at each boundary."""
 
     def __init__(self, sync):
-        self.sync, self.seconds, self._batch, self._mark = sync, {phase: [] for phase in PHASES}, 0, 0.0
+        self.sync, self.seconds = sync, {phase: [] for phase in PHASES}
+        self._batch, self._images, self._mark = 0, 0, 0.0
 
     def _lap(self, phase: str) -> None:
         self.sync()
@@ -79,12 +80,13 @@ class PhaseTimer(Callback):
         self._batch += 1
 
     def on_batch_end(self, state, images):
-        if self._batch == len(state.batches):
+        self._images += images
+        if self._images == state.batches[-1][1]:  # the epoch's last batch (or its one call) ended
             self._lap("step")
 
     def on_epoch_end(self, state, record):
         self._lap("evaluation")
-        self._batch = 0
+        self._batch = self._images = 0
         self._mark = time.perf_counter()  # the epoch's bookkeeping (callbacks after this one) is not a phase
 
 

@@ -133,7 +133,7 @@ class GuardTheBatchLoop(Callback):
     its last batch's end, or each batch alone for ``--book`` (its masks are the host stream's, uploaded per epoch)."""
 
     def __init__(self, backend, book: bool):
-        self.backend, self.book, self.batches, self._guard = backend, book, 0, None
+        self.backend, self.book, self.batches, self.images, self._guard = backend, book, 0, 0, None
 
     def _open(self):
         if self._guard is None:
@@ -149,7 +149,8 @@ class GuardTheBatchLoop(Callback):
 
     def on_batch_end(self, state, images):
         self.batches += 1
-        if self.book or self.batches % len(state.batches) == 0:
+        self.images += images
+        if self.book or self.images % state.batches[-1][1] == 0:  # the epoch's last batch (or its one call) ended
             self._close()
 
     def on_train_end(self, state):
@@ -195,7 +196,7 @@ def check_no_sync(backend, device, sizes: Sizes, mnist, book: bool) -> str:
     train(config(sizes, epochs=2, book=book, backend=backend.name, device=device), mnist, callbacks=(guard,))
     assert guard.batches > 0, "no batch ran"
     watched = "each batch" if book else "each epoch's masks and batches"
-    return f"{guard.batches} batches without a host sync ({watched} guarded)"
+    return f"{guard.batches} step calls without a host sync ({watched} guarded)"
 
 
 def check_predict(backend, device, sizes: Sizes, mnist) -> str:
@@ -257,7 +258,8 @@ def check_resume(backend, device, sizes: Sizes, mnist) -> str:
     with tempfile.TemporaryDirectory() as folder:
         path = str(Path(folder) / "stopped.npz")
         try:
-            train(dataclasses.replace(settings, save=path), mnist, callbacks=(StopAt(epoch=1, batch=1),))
+            stopping = dataclasses.replace(settings, save=path, epoch_call=False)  # a call a batch, to stop inside one
+            train(stopping, mnist, callbacks=(StopAt(epoch=1, batch=1),))
             raise AssertionError("the run did not stop")
         except Interrupted as stopped:
             assert (stopped.epoch, stopped.batch) == (1, 1), f"stopped at epoch {stopped.epoch}, batch {stopped.batch}"

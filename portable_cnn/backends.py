@@ -2,7 +2,8 @@
 
 An entry says which module to import and which pip extra brings it, how to parse and list its devices,
 how to copy an array to the host, how to wait for its device, whether that device is a GPU, how
-to make the library's own random generator, and whether its CPU work gains from a pool of threads.
+to make the library's own random generator, how it compiles a function and a loop over batches, and whether its
+CPU work gains from a pool of threads.
 :func:`get_backend` turns a name and a device into a :class:`Backend`, the array namespace ``xp``
 (resolved here and nowhere else) with the device the run's arrays live on; :func:`workers` gives
 the threads that share a batch's blocks and an evaluation's chunks (a :class:`pool.Workers`). Adding a
@@ -54,6 +55,7 @@ class Library:
     sync: Callable[[Any, Any], None] = lambda module, device: None
     native: Callable[[Any, Any, int], NativeGenerator] | None = None  # (module, device, seed) -> its own generator
     compile: Callable[[Any, Callable], Callable] | None = None  # (module, pure function) -> one compiled call
+    scan: Callable[[Any], Callable] | None = None  # module -> its compiled loop, scan(body, carry, xs) -> (carry, ys)
     array_module: str | None = None  # the top module of its array type, where it is not ``module`` (jax: jaxlib)
     pool: bool = False  # its CPU work gains from a pool of threads (it releases the GIL in loops and BLAS calls)
     set_threads: Callable[[Any, int], None] | None = None  # caps a CPU thread pool of its own, apart from BLAS's
@@ -383,6 +385,7 @@ LIBRARIES = {
             sync=_jax_sync,
             native=_jax_native,
             compile=lambda jax, function: jax.jit(function),
+            scan=lambda jax: jax.lax.scan,
             array_module="jaxlib",
         ),
         Library(
@@ -510,6 +513,15 @@ def compiled(function: Callable, library: str) -> Callable:
     if entry is None or entry.compile is None:
         return function
     return entry.compile(importlib.import_module(entry.module), function)
+
+
+def scan(library: str) -> Callable | None:
+    """The named library's loop that compiles into one call, ``scan(body, carry, xs) -> (carry, ys)`` with
+    ``carry, y = body(carry, x)`` over ``xs``' first axis (``jax.lax.scan``); None where it has none."""
+    entry = LIBRARIES.get(library)
+    if entry is None or entry.scan is None:
+        return None
+    return entry.scan(importlib.import_module(entry.module))
 
 
 def on_device_of(array):

@@ -37,10 +37,12 @@ class Callback:
         """Before each epoch's dropout masks are drawn: from here to its last batch's end, no host sync."""
 
     def on_batch_begin(self, state: TrainState) -> None:
-        """Before each batch (the last chance to stop before it)."""
+        """Before each batch (the last chance to stop before it); where an epoch is one call (``--epoch-call``, on
+        a library that compiles loops), before each epoch's batches."""
 
     def on_batch_end(self, state: TrainState, images: int) -> None:
-        """After each batch of ``images`` images (keep it on the host: no device reads here)."""
+        """After each batch (or each epoch's one call) of ``images`` images (keep it on the host: no device reads
+        here)."""
 
     def on_epoch_end(self, state: TrainState, record: EpochRecord) -> None:
         """After each epoch, with its record (already in ``state.history``)."""

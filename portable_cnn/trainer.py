@@ -9,7 +9,7 @@ import functools
 import operator
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -130,25 +130,26 @@ def batches(config: Config, train_size: int) -> list[tuple[int, int]]:
     return ops.slices(trained, config.batch_size)
 
 
-def batch_correct(library: str, architecture: tuple):
-    """``count(params, images, labels)``: one batch's correct predictions, compiled where the library
-    compiles (one of a run's :class:`RunSteps`)."""
+def batch_count(architecture: tuple):
+    """``count(params, images, labels)``: one batch's correct predictions."""
 
     def count(params, images, labels):
         return ops.count_correct(Network.build(architecture, params).logits(images), labels)
 
-    return backends.compiled(count, library)
+    return count
 
 
-def correct_predictions(
-    model: Network, images, labels, batch_size: int, workers: Workers | None = None, count_batch=None
-):
-    """Correct predictions over a labelled set, in bounded-memory batches shared by ``workers`` (a device scalar);
-    ``count_batch`` is the run's :func:`batch_correct` (built here when not given)."""
+def correct_predictions(model: Network, images, labels, batch_size: int, workers: Workers | None = None, steps=None):
+    """Correct predictions over a labelled set (a device scalar): with a run's :class:`RunSteps` that count a whole
+    set in one call (built with ``batch_size``), that call; else batches of ``batch_size`` shared by ``workers``."""
     xp = array_namespace(model.like)
-    if count_batch is None:
-        count_batch = batch_correct(backends.library_name(model.like), model.architecture)
     correct = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
+    if steps is not None and steps.count_all is not None:
+        return steps.count_all(model.params, correct, images, labels)
+    if steps is None:
+        count_batch = backends.compiled(batch_count(model.architecture), backends.library_name(model.like))
+    else:
+        count_batch = steps.count
 
     def count(span):
         start, stop = span
@@ -159,21 +160,15 @@ def correct_predictions(
     return correct
 
 
-def train_step(
-    library: str,
-    book_recipe: bool,
-    batch_size: int,
-    block_size,
-    optimiser: SGD,
-    architecture: tuple,
-    workers,
-):
-    """``step(params, images, targets, labels, keep_mask, correct, loss, floor)``: one batch's forward pass,
-    gradients and SGD update, and its counts added on the device; pure (new arrays in, new arrays out, the
-    parameters one pytree), so that a library that compiles (``jax.jit``) runs the whole step as one call (one
-    of a run's :class:`RunSteps`). The math is the network's (and book's)."""
+def train_step(book_recipe: bool, batch_size: int, block_size, optimiser: SGD, architecture: tuple, workers):
+    """``step(floor, (params, correct, loss), images, targets, labels, keep_mask) -> (params, correct, loss)``: one
+    batch's forward pass, gradients and SGD update, and its counts added on the device; pure (new arrays in, new
+    arrays out, the parameters one pytree), so that a library that compiles (``jax.jit``) runs it as one call and
+    a library that compiles loops runs a whole epoch of them as one (:func:`over_batches`). The math is the
+    network's (and book's)."""
 
-    def step(params, images, targets, labels, keep_mask, correct, loss, floor):
+    def step(floor, counted, images, targets, labels, keep_mask):
+        params, correct, loss = counted
         model = Network.build(architecture, params)
         divisor = batch_size * images.shape[0]
         if book_recipe:
@@ -185,31 +180,61 @@ def train_step(
         loss = loss + ops.cross_entropy_sum(probabilities, targets, floor)
         return optimiser.step(params, gradients), correct, loss
 
-    return backends.compiled(step, library)
+    return step
+
+
+def over_batches(body: Callable, size: int, scan: Callable) -> Callable:
+    """``run(fixed, carry, *arrays)``: ``carry = body(fixed, carry, *batch)`` over ``arrays``' rows in consecutive
+    batches of ``size`` (the last may be shorter), the full ones as one ``scan`` (:func:`backends.scan`) and the
+    short one after it, so that compiled whole it is one call."""
+
+    def run(fixed, carry, *arrays):
+        xp = array_namespace(arrays[0])
+        full = arrays[0].shape[0] // size * size
+        stacked = [xp.reshape(array[:full, ...], (-1, size, *array.shape[1:])) for array in arrays]
+        carry, _ = scan(lambda carry, batch: (body(fixed, carry, *batch), None), carry, stacked)
+        if arrays[0].shape[0] > full:
+            carry = body(fixed, carry, *(array[full:, ...] for array in arrays))
+        return carry
+
+    return run
 
 
 @dataclass(frozen=True)
 class RunSteps:
-    """A run's step (:func:`train_step`) and evaluation count (:func:`batch_correct`), compiled where the library
-    compiles. Built once per run, never cached for the process: a run whose registry entry compiles nothing
-    (``compile=None``) is eager all through, and a compiled one is traced by its own run."""
+    """A run's compiled calls: ``train`` one batch (:func:`train_step`), ``count`` one evaluation batch
+    (:func:`batch_count`) and, where the library compiles loops (JAX), ``train_epoch`` all of an epoch's batches
+    (its masks a list) and ``count_all`` a whole evaluation, each one call (else None). Built once per run, never
+    cached for the process: a run whose registry entry compiles nothing is eager all through, and a compiled one
+    is traced by its own run."""
 
     train: Callable
     count: Callable
+    train_epoch: Callable | None = None
+    count_all: Callable | None = None
 
     @classmethod
     def build(cls, config: Config, model: Network) -> RunSteps:
         library = backends.library_name(model.like)
-        train = train_step(
-            library,
-            config.book,
-            config.batch_size,
-            config.block_size,
-            SGD.of(model.learning_rates(config)),
-            model.architecture,
-            backends.workers(config.backend, config.device, config.threads),
-        )
-        return cls(train, batch_correct(library, model.architecture))
+        workers = backends.workers(config.backend, config.device, config.threads)
+        rates = SGD.of(model.learning_rates(config))
+        step = train_step(config.book, config.batch_size, config.block_size, rates, model.architecture, workers)
+        count = batch_count(model.architecture)
+        steps = cls(backends.compiled(step, library), backends.compiled(count, library))
+        scan = backends.scan(library)
+        if scan is None:
+            return steps
+        epoch = over_batches(step, config.batch_size, scan)
+
+        def train_epoch(floor, counted, images, targets, labels, masks):
+            return epoch(floor, counted, images, targets, labels, array_namespace(images).concat(masks))
+
+        def add(params, correct, images, labels):
+            return correct + count(params, images, labels)
+
+        count_all = over_batches(add, config.eval_batch_size, scan)
+        compiled = functools.partial(backends.compiled, library=library)
+        return replace(steps, train_epoch=compiled(train_epoch), count_all=compiled(count_all))
 
 
 def fit(
@@ -228,11 +253,12 @@ def fit(
     calls, as the benchmarks do an epoch a call, builds them once with :meth:`RunSteps.build`).
 
     Returns None when every epoch ran, or the :class:`Position` reached when a callback set
-    ``stop_training`` (looked at before each epoch and each batch; the callbacks' ``on_stop`` then ran).
+    ``stop_training`` (looked at before each epoch and each call, which trains a batch or, with
+    ``config.epoch_call`` where the library compiles loops, a whole epoch; the callbacks' ``on_stop`` then ran).
     """
     workers = backends.workers(config.backend, config.device, config.threads)
     steps = steps or RunSteps.build(config, model)
-    step, count_batch = steps.train, steps.count
+    whole_epochs = steps.train_epoch is not None and config.epoch_call is not False
     spans = batches(config, data.train_size)
     state = TrainState(model, config, random_source, history, spans, start)
     xp, where = array_namespace(model.like), device_of(model.like)
@@ -251,7 +277,12 @@ def fit(
             loss = xp.asarray(resumed.loss, dtype=model.like.dtype, device=where)
             _notify(callbacks, "on_epoch_begin", state)  # from here to the last batch's end: no host sync
             masks = random_source.keep_masks([(stop - begin, model.hidden_size) for begin, stop in spans], KEEP_PROB)
-            for index, ((begin, end), keep_mask) in enumerate(zip(spans, masks)):
+            if whole_epochs and resumed.batch == 0:  # all of its batches as one call
+                calls, step = [(0, spans[0][0], spans[-1][1], list(masks))], steps.train_epoch
+            else:
+                calls = [(index, *span, mask) for index, (span, mask) in enumerate(zip(spans, masks))]
+                step = steps.train
+            for index, begin, end, keep_mask in calls:
                 if index < resumed.batch:
                     continue  # its mask was drawn (the stream stays in step) but the batch was trained before
                 _notify(callbacks, "on_batch_begin", state)
@@ -260,20 +291,18 @@ def fit(
                     stopped = Position(epoch, index, int(correct), float(loss), seconds)
                     break
                 model.params, correct, loss = step(
-                    model.params,
+                    floor,
+                    (model.params, correct, loss),
                     data.train_images[begin:end, ...],
                     data.train_targets[begin:end, ...],
                     data.train_labels[begin:end, ...],
                     keep_mask,
-                    correct,
-                    loss,
-                    floor,
                 )
                 _notify(callbacks, "on_batch_end", state, end - begin)
             if stopped is not None:
                 break
             record, state.parameters_finite = _epoch_record(
-                model, data, config, workers, count_batch, epoch, correct, loss, resumed.seconds - started
+                model, data, config, workers, steps, epoch, correct, loss, resumed.seconds - started
             )
             history.append(record)
             _notify(callbacks, "on_epoch_end", state, record)
@@ -285,7 +314,7 @@ def fit(
 
 
 def _epoch_record(
-    model, data: DeviceData, config: Config, workers, count_batch, epoch: int, correct, loss, clock_offset: float
+    model, data: DeviceData, config: Config, workers, steps: RunSteps, epoch: int, correct, loss, clock_offset: float
 ) -> tuple[EpochRecord, bool]:
     """The epoch's figures on the host, evaluating the test set if this epoch is due, and whether every parameter is
     finite, all brought over in one transfer; its seconds are ``time.perf_counter() + clock_offset`` once they are on
@@ -297,7 +326,7 @@ def _epoch_record(
     counts = [correct, loss, finite]
     if evaluated:
         counts.append(
-            correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers, count_batch)
+            correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers, steps)
         )
     # One stacked read in the loss's dtype: counts up to 2**24 (MNIST has 70000 images) are exact in float32.
     figures = backends.to_host(xp.stack([xp.astype(count, loss.dtype) for count in counts])).tolist()

@@ -47,12 +47,33 @@ def test_the_compiled_step_equals_the_eager_one(mnist, monkeypatch):
     config = dataclasses.replace(SMALL, backend="jax", eval_batch_size=100)  # 2 epochs of 2 batches, 3 test batches
     compiled = train(config, mnist)
     assert calls == {"gradients": 1, "logits": 1}  # each traced once, then run compiled
-    monkeypatch.setitem(backends.LIBRARIES, "jax", dataclasses.replace(backends.LIBRARIES["jax"], compile=None))
+    eager_jax = dataclasses.replace(backends.LIBRARIES["jax"], compile=None, scan=None)
+    monkeypatch.setitem(backends.LIBRARIES, "jax", eager_jax)
     calls.update(gradients=0, logits=0)
     eager = train(config, mnist)
     assert calls == {"gradients": 4, "logits": 6}  # every batch and every test batch in Python
     assert [r.line() for r in compiled.history] == [r.line() for r in eager.history]
     np.testing.assert_allclose(to_host(compiled.model.weights), to_host(eager.model.weights), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("epoch_call", "calls"), [(None, 2 + 2), (False, 2 * 3 + 2)], ids=["epoch", "batches"])
+def test_an_epoch_is_one_compiled_call_and_its_evaluation_another(mnist, monkeypatch, epoch_call, calls):
+    """2 epochs of 3 batches (the last a short one), each evaluated: 2 + 2 compiled calls, or with --no-epoch-call
+    one a batch (the evaluation stays one call); the same lines either way, weights equal to float32 rounding."""
+    made = {"calls": 0}
+    jax_entry = backends.LIBRARIES["jax"]
+
+    def counting_jit(module, function):
+        return _counted(jax_entry.compile(module, function), made, "calls")
+
+    monkeypatch.setitem(backends.LIBRARIES, "jax", dataclasses.replace(jax_entry, compile=counting_jit))
+    config = dataclasses.replace(SMALL, train_size=300, backend="jax", epoch_call=epoch_call)
+    result = train(config, mnist)
+    assert made["calls"] == calls
+    monkeypatch.setitem(backends.LIBRARIES, "jax", jax_entry)
+    numpy_run = train(dataclasses.replace(config, backend="numpy"), mnist)
+    assert [r.line() for r in result.history] == [r.line() for r in numpy_run.history]
+    np.testing.assert_allclose(to_host(result.model.weights), to_host(numpy_run.model.weights), rtol=0, atol=1e-6)
 
 
 def _counted(method, calls: dict, name: str):
