@@ -1,8 +1,12 @@
-"""The contenders, each built ready to time: data on its device, model initialised.
+"""The contenders, each built ready to time (data on its device, model initialised), their FLOPs, and their figures
+side by side.
 
-Every contender exposes the same two calls, ``train_epoch()`` (1000 images in batches of 128)
-and ``evaluate()`` (all 10000 test images), plus ``sync()`` for honest timers on a GPU.
-portable-cnn is driven through its own training loop (``portable_cnn.trainer.fit``, one epoch a call).
+Every contender exposes ``train_epoch()`` (1000 images in batches of 128), ``evaluate()`` (all 10000 test images)
+and ``sync()`` for honest timers on a GPU. portable-cnn is driven through its own training loop
+(``portable_cnn.trainer.fit``, one epoch a call). FLOPs are counted as 2 per multiply-add of the network's five
+products; per image, with ``P*P`` output positions, ``k*k`` pixels per window, ``K`` kernels and ``H = P*P*K``: conv
+forward and kernel gradient ``2*P*P*k*k*K`` each, dense forward, back-propagation and weight gradient ``2*H*10``
+each. Training counts all five, evaluation the two forward ones; tanh, dropout and softmax are left out.
 """
 
 from __future__ import annotations
@@ -17,8 +21,23 @@ from portable_cnn.config import Config, output_side
 from portable_cnn.rng import make_random
 from portable_cnn.trainer import Position, RunSteps, batches, correct_predictions, fit, init_model, to_device
 
-from . import flops
 from .floor import Floor, epoch_work, work_flops
+from .timing import interleaved, paired_ratios, summary, timed
+
+NUM_CLASSES = 10
+BASELINE = "numpy-f32"  # portable-cnn's default, the row every other row is compared with
+NOTEBOOK = "notebook"
+
+
+def train_flops_per_image(positions: int, kernel_size: int = 3, kernels: int = 16) -> int:
+    """Conv forward + kernel gradient + the three dense products."""
+    conv, dense = 2 * positions**2 * kernel_size**2 * kernels, 2 * positions**2 * kernels * NUM_CLASSES
+    return 2 * conv + 3 * dense
+
+
+def eval_flops_per_image(positions: int, kernel_size: int = 3, kernels: int = 16) -> int:
+    """Conv forward + dense forward."""
+    return positions**2 * kernels * (2 * kernel_size**2 + 2 * NUM_CLASSES)
 
 
 @dataclass
@@ -34,6 +53,7 @@ class Contender:
     evaluate: Callable[[], object]
     sync: Callable[[], None]
     floor: str | None = None  # the key of the floor row this contender's epoch is measured against
+    callbacks: list | None = None  # portable-cnn's: more callbacks of its training epoch (gpu_bench's phase timer)
 
 
 def _no_sync():
@@ -47,27 +67,16 @@ class _StopAfterAnEpoch(Callback):
         state.stop_training = True
 
 
-def notebook(mnist, key: str, label: str, **overrides) -> Contender:
+def notebook(mnist, key: str, label: str) -> Contender:
     """The seed notebook's own code (benchmarks/reference/notebook_cnn.py)."""
-    if overrides:
-        raise ValueError(f"the notebook's code has fixed settings; cannot change {sorted(overrides)}")
     from .reference.notebook_cnn import Notebook
 
     book = Notebook(mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels)
     positions = book.input_rows - book.kernel_rows
-    trained = len(book.images) // book.batch_size * book.batch_size
-    tested = len(book.test_images)
+    trained, tested = len(book.images) // book.batch_size * book.batch_size, len(book.test_images)
+    train_flops, eval_flops = trained * train_flops_per_image(positions), tested * eval_flops_per_image(positions)
     return Contender(
-        key,
-        label,
-        "float64",
-        trained,
-        tested,
-        trained * flops.train_flops_per_image(positions),
-        tested * flops.eval_flops_per_image(positions),
-        book.train_epoch,
-        book.evaluate,
-        _no_sync,
+        key, label, "float64", trained, tested, train_flops, eval_flops, book.train_epoch, book.evaluate, _no_sync
     )
 
 
@@ -75,9 +84,13 @@ def floor(mnist, key: str, label: str, **settings) -> Contender:
     """The unavoidable work of an epoch of the default recipe and ``settings`` (:mod:`benchmarks.floor`): its
     blocks, evaluation chunks and threads."""
     config = Config(**settings).validated()
-    units = epoch_work(
+    train_size, test_size = (
         min(config.train_size, len(mnist.train_images)),
         min(config.test_size, len(mnist.test_images)),
+    )
+    units = epoch_work(
+        train_size,
+        test_size,
         config.batch_size,
         config.block_size,
         config.eval_batch_size,
@@ -87,24 +100,16 @@ def floor(mnist, key: str, label: str, **settings) -> Contender:
     work = Floor(units, config.threads, config.dtype)
     work.warm()
     trained, tested = (sum(unit.images for unit in units if unit.phase == phase) for phase in ("train", "eval"))
+    train_flops, eval_flops = work_flops(units, "train"), work_flops(units, "eval")
     return Contender(
-        key,
-        label,
-        config.dtype,
-        trained,
-        tested,
-        work_flops(units, "train"),
-        work_flops(units, "eval"),
-        lambda: work.run("train"),
-        lambda: work.run("eval"),
-        _no_sync,
-    )
+        key, label, config.dtype, trained, tested, train_flops, eval_flops,
+        lambda: work.run("train"), lambda: work.run("eval"), _no_sync,
+    )  # fmt: skip
 
 
 def portable(mnist, key: str, label: str, floor_key: str | None = None, **settings) -> Contender:
     """portable-cnn through its library API; ``settings`` are :class:`~portable_cnn.config.Config` fields."""
-    # Never the last epoch and never due for a test (epochs from 1): fit() then trains only;
-    # evaluate() is timed apart.
+    # Never the last epoch and never due for a test (epochs from 1): fit() then trains only; evaluate() is apart.
     config = Config(epochs=2**62, test_every=2**62, quiet=True, **settings).validated()
     backend = get_backend(config.backend, config.device)
     with backend.activated():
@@ -112,35 +117,27 @@ def portable(mnist, key: str, label: str, floor_key: str | None = None, **settin
         random_source = make_random(config.random_kind(), backend, config.seed)
         model = init_model(config, random_source)
     steps = RunSteps.build(config, model)  # one run, an epoch a fit() call: compiled (jax) once, not every epoch
-    epochs = itertools.count(1)
+    epochs, callbacks = itertools.count(1), []
     positions = output_side(config.kernel_size, config.book)
     trained, tested = batches(config, data.train_size)[-1][1], data.test_images.shape[0]
-    one_epoch = [_StopAfterAnEpoch()]
     pool = workers(config.backend, config.device, config.threads)
 
     def train_epoch():
         with backend.activated():
-            return fit(model, data, config, random_source, one_epoch, [], Position(next(epochs)), steps)
+            stop = [_StopAfterAnEpoch(), *callbacks]
+            return fit(model, data, config, random_source, stop, [], Position(next(epochs)), steps)
 
     def test():
         with backend.activated():
-            return int(
-                correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, pool, steps)
-            )
+            images, labels = data.test_images, data.test_labels
+            return int(correct_predictions(model, images, labels, config.eval_batch_size, pool, steps))
 
+    train_flops = trained * train_flops_per_image(positions, config.kernel_size, config.kernels)
+    eval_flops = tested * eval_flops_per_image(positions, config.kernel_size, config.kernels)
     return Contender(
-        key,
-        label,
-        config.dtype,
-        trained,
-        tested,
-        trained * flops.train_flops_per_image(positions, config.kernel_size, config.kernels),
-        tested * flops.eval_flops_per_image(positions, config.kernel_size, config.kernels),
-        train_epoch,
-        test,
-        backend.sync,
-        floor_key,
-    )
+        key, label, config.dtype, trained, tested, train_flops, eval_flops, train_epoch, test, backend.sync,
+        floor_key, callbacks,
+    )  # fmt: skip
 
 
 def pytorch(mnist, key: str, label: str, device: str, **settings) -> Contender:
@@ -151,51 +148,102 @@ def pytorch(mnist, key: str, label: str, device: str, **settings) -> Contender:
     recipe = Config(backend="torch", device=device, **settings).validated()
     positions = output_side(recipe.kernel_size, book_recipe=False)
     trained, tested = peer.train_images.shape[0], peer.test_images.shape[0]
+    train_flops = trained * train_flops_per_image(positions, recipe.kernel_size, recipe.kernels)
+    eval_flops = tested * eval_flops_per_image(positions, recipe.kernel_size, recipe.kernels)
     return Contender(
-        key,
-        label,
-        recipe.dtype,
-        trained,
-        tested,
-        trained * flops.train_flops_per_image(positions, recipe.kernel_size, recipe.kernels),
-        tested * flops.eval_flops_per_image(positions, recipe.kernel_size, recipe.kernels),
-        peer.train_epoch,
-        peer.evaluate,
-        peer.sync,
+        key, label, recipe.dtype, trained, tested, train_flops, eval_flops, peer.train_epoch, peer.evaluate, peer.sync
     )
 
 
-@dataclass(frozen=True)
-class Spec:
-    label: str
-    factory: Callable[..., Contender]
-    settings: dict
-
-
-# The table's rows, in its order (GPU runs are benchmarks/gpu_bench.py's).
+# The table's rows, in its order: (label, factory, settings). GPU runs are benchmarks/gpu_bench.py's.
 CONTENDERS = {
-    "notebook": Spec("notebook (seed code) float64", notebook, {}),
-    "numpy-f32": Spec("portable-cnn numpy float32", portable, {"floor_key": "floor"}),
-    "numpy-f32-threads1": Spec(
-        "portable-cnn numpy float32 --threads 1", portable, {"threads": 1, "floor_key": "floor-threads1"}
+    "notebook": ("notebook (seed code) float64", notebook, {}),
+    "numpy-f32": ("portable-cnn numpy float32", portable, {"floor_key": "floor"}),
+    "numpy-f32-threads1": (
+        "portable-cnn numpy float32 --threads 1",
+        portable,
+        {"threads": 1, "floor_key": "floor-threads1"},
     ),
-    "numpy-f32-native": Spec("portable-cnn numpy float32 --rng native", portable, {"rng": "native"}),
-    "numpy-f64": Spec("portable-cnn numpy float64", portable, {"dtype": "float64"}),
-    "numpy-book": Spec("portable-cnn numpy --book", portable, {"book": True}),
-    "torch-f32": Spec("portable-cnn torch CPU float32", portable, {"backend": "torch", "device": "cpu"}),
-    "strict-f32": Spec("portable-cnn array-api-strict float32", portable, {"backend": "array-api-strict"}),
-    "jax-f32": Spec("portable-cnn jax CPU float32 (jit step)", portable, {"backend": "jax", "device": "cpu"}),
-    "pytorch": Spec("PyTorch idiomatic CPU float32", pytorch, {"device": "cpu"}),
-    "floor": Spec("floor: the epoch's matmuls and tanh alone, float32", floor, {}),
-    "floor-threads1": Spec("floor on one thread", floor, {"threads": 1}),
+    "numpy-f32-native": ("portable-cnn numpy float32 --rng native", portable, {"rng": "native"}),
+    "numpy-f64": ("portable-cnn numpy float64", portable, {"dtype": "float64"}),
+    "numpy-book": ("portable-cnn numpy --book", portable, {"book": True}),
+    "torch-f32": ("portable-cnn torch CPU float32", portable, {"backend": "torch", "device": "cpu"}),
+    "strict-f32": ("portable-cnn array-api-strict float32", portable, {"backend": "array-api-strict"}),
+    "jax-f32": ("portable-cnn jax CPU float32 (jit step)", portable, {"backend": "jax", "device": "cpu"}),
+    "pytorch": ("PyTorch idiomatic CPU float32", pytorch, {"device": "cpu"}),
+    "floor": ("floor: the epoch's matmuls and tanh alone, float32", floor, {}),
+    "floor-threads1": ("floor on one thread", floor, {"threads": 1}),
 }
 
 
 def build(key: str, mnist, threads: int | None = None, **overrides) -> Contender:
     """The contender ``key`` of :data:`CONTENDERS`; ``overrides`` are Config fields (batch_size, kernels, ...);
     ``threads`` (run.py --threads) sets portable-cnn's workers where the row does not fix them."""
-    spec = CONTENDERS[key]
-    settings = {**spec.settings, **overrides}
-    if threads and spec.factory in (portable, floor):
+    label, factory, settings = CONTENDERS[key]
+    settings = {**settings, **overrides}
+    if threads and factory in (portable, floor):
         settings.setdefault("threads", threads)
-    return spec.factory(mnist, key, spec.label, **settings)
+    if factory is notebook and settings:
+        raise ValueError(f"the notebook's code has fixed settings; cannot change {sorted(settings)}")
+    return factory(mnist, key, label, **settings)
+
+
+def measure(contenders: dict, rounds: dict[str, int], peaks: dict[str, float], warmup: int = 1, log=print) -> dict:
+    """Every contender timed in interleaved rounds (``rounds``: how many each takes part in), and its figures
+    (``peaks``: the GEMM peak in GFLOP/s per dtype)."""
+
+    def run_once(key):
+        contender = contenders[key]
+        train = timed(contender.train_epoch, contender.sync)
+        test = timed(contender.evaluate, contender.sync)
+        log(f"  {key:>12}: train {train:8.3f} s   eval {test:8.3f} s")
+        return {"train": train, "eval": test, "epoch": train + test}
+
+    samples = interleaved(rounds, run_once, warmup)
+    return {key: figures(contenders[key], samples, key, peaks) for key in contenders}
+
+
+def figures(contender: Contender, samples: dict[str, list[dict]], key: str, peaks: dict[str, float]) -> dict:
+    """A contender's row: times (median, min, max), images/s, GFLOP/s, share of peak, ratios."""
+    own = samples[key]
+    train, test, epoch = (summary([s[phase] for s in own]) for phase in ("train", "eval", "epoch"))
+    gflops = (contender.train_flops + contender.eval_flops) / epoch["median"] / 1e9
+    row = {
+        "label": contender.label,
+        "dtype": contender.dtype,
+        "images_trained": contender.images_trained,
+        "images_tested": contender.images_tested,
+        "train_flops": contender.train_flops,
+        "eval_flops": contender.eval_flops,
+        "samples": own,
+        "train_s": train,
+        "eval_s": test,
+        "epoch_s": epoch,
+        "train_images_per_s": contender.images_trained / train["median"],
+        "eval_images_per_s": contender.images_tested / test["median"],
+        "gflops": gflops,
+        "share_of_gemm_peak": gflops / peaks[contender.dtype],
+    }
+    if NOTEBOOK in samples and key != NOTEBOOK:
+        row["speedup_vs_notebook"] = summary(paired_ratios(samples[NOTEBOOK], own, "epoch"))
+    if BASELINE in samples and key != BASELINE:
+        row["time_vs_baseline"] = summary(paired_ratios(own, samples[BASELINE], "epoch"))
+    if contender.floor in samples:
+        row["time_vs_floor"] = summary(paired_ratios(own, samples[contender.floor], "epoch"))
+    return row
+
+
+def targets(rows: dict) -> list[dict]:
+    """The CPU targets, judged on the medians of the pairwise ratios of this one run (``at_most``: lower is better)."""
+    checks = [
+        ("numpy float32 epoch >= 50x faster than the notebook", BASELINE, "speedup_vs_notebook", 50.0, False),
+        ("numpy float32 epoch >= 2.5x faster than idiomatic PyTorch CPU", "pytorch", "time_vs_baseline", 2.5, False),
+        ("numpy float32 epoch <= 1.5x the unavoidable-work floor", BASELINE, "time_vs_floor", 1.5, True),
+    ]
+    out = []
+    for name, key, field_name, goal, at_most in checks:
+        ratio = rows.get(key, {}).get(field_name)
+        if ratio is not None:
+            met = ratio["median"] <= goal if at_most else ratio["median"] >= goal
+            out.append({"target": name, "goal": goal, "ratio": ratio, "met": met})
+    return out

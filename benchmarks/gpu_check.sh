@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check as one prepared command, for the lent machine (an NVIDIA GPU, python3 with numpy, cupy, CUDA torch,
-# JAX's CUDA plugin and pytest, no internet): four stages, each under its own cap, in at most 8 minutes in all:
+# JAX's CUDA plugin and pytest, no internet): three stages, each under its own cap, in at most 8 minutes in all:
 #   setup    the carried wheels (benchmarks/wheels) unpacked, versions and devices listed (benchmarks/gpu_setup.py),
-#   pytest   the gpu-marked tests on cupy, torch CUDA and jax GPU; a skipped test counts as a failure,
-#   checks   benchmarks/gpu_checks.py: no host sync in the batch loop, Philox equal to numpy's, float32 and float64
-#            epochs against numpy's, stop and resume, predict on the model's device, the command line's refusals,
+#   pytest   the gpu-marked tests on cupy, torch CUDA and jax GPU (tests/test_gpu.py: no host sync in the batch loop,
+#            Philox, float32 and float64 against numpy, stop and resume, predict, the command line's refusals, and
+#            the gpu-marked tests of the other files); a skipped test counts as a failure,
 #   timings  benchmarks/gpu_bench.py: 300-epoch trainings timed (cupy, torch CUDA, jax, the PyTorch peer, --book),
 #            the phases apart, and the array operations each dispatches per batch and per epoch.
-# Each stage's log and JSON land in the output folder as the stage ends (8 files in all, flat: setup.log,
-# pytest.log, pytest.json, checks.log, checks.json, timings.log, timings.json, summary.json); the script prints each
+# Each stage's log and JSON land in the output folder as the stage ends (6 files in all, flat: setup.log,
+# pytest.log, pytest.json, timings.log, timings.json, summary.json); the script prints each
 # stage's duration and a summary table. The exit status is 1 if any stage failed.
 #
 # usage: benchmarks/gpu_check.sh [--prepare | --dry-run] [--out DIR]
@@ -16,7 +16,7 @@
 #              benchmarks/wheels (git ignores it) and print the device tool's `carry` list and the command.
 #   --dry-run  the whole check on this machine's CPU: only what the GPU image surely has (numpy, torch, jax, pytest:
 #              benchmarks/image_only hides every other installed package) plus the prepared wheels; the gpu-marked
-#              tests and the checks run on stand-ins (array-api-strict's "device1" for cupy, torch and jax on the CPU)
+#              tests run on stand-ins (array-api-strict's "device1" for cupy, torch and jax on the CPU)
 #              at small sizes, without the caps (a shared CPU is slow). tests/test_gpu_check.py runs it.
 #   --out      where the results go (default: $OUT if set, else benchmarks/results/gpu-check).
 # The data (the book's subset embedded in the package) and the book's output (tests/data) are in the repository.
@@ -59,7 +59,7 @@ EOF
     --platform manylinux2014_x86_64 --dest "$wheels" $pinned || { say "pip download failed"; exit 1; }
   say "prepared in $wheels: $(cd "$wheels" && ls -- *.whl | tr '\n' ' ')"
   say 'carry: ["benchmarks/wheels"]'
-  say 'command: bash benchmarks/gpu_check.sh   (timeout_s 540; results in $OUT: 8 files)'
+  say 'command: bash benchmarks/gpu_check.sh   (timeout_s 540; results in $OUT: 6 files)'
   exit 0
 fi
 
@@ -83,7 +83,7 @@ if [ "$mode" = dry-run ]; then
 fi
 
 # stage NAME CAP COMMAND...: at most CAP seconds, then TERM, and KILL KILL_AFTER seconds later (caps with their
-# kill-after sum to 465 s); its output goes to NAME.log as it comes; summary.json is rewritten after each stage.
+# kill-after sum to 460 s); its output goes to NAME.log as it comes; summary.json is rewritten after each stage.
 KILL_AFTER=5
 names=() statuses=() durations=() caps=()
 started=$SECONDS
@@ -114,9 +114,8 @@ if [ "${statuses[0]}" != 0 ]; then
   say "setup failed: the later stages need its modules (see $out/setup.log)"
   exit 1
 fi
-stage pytest 140 "$python" -m pytest -m gpu -rs -q -p no:cacheprovider -p benchmarks.no_skips \
-  -p benchmarks.pytest_outcomes --outcomes-json "$out/pytest.json"
-stage checks 110 "$python" benchmarks/gpu_checks.py "${dry[@]}" --json "$out/checks.json"
+stage pytest 250 "$python" -m pytest -m gpu -rs -q -p no:cacheprovider -p benchmarks.gpu_pytest \
+  --outcomes-json "$out/pytest.json"
 stage timings 150 "$python" benchmarks/gpu_bench.py "${dry[@]}" --budget 120 --json "$out/timings.json"
 
 failed=0

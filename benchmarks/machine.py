@@ -1,15 +1,26 @@
-"""This machine: what it is (CPU, BLAS, threads, load) and what it can do (GEMM peak, memory bandwidth)."""
+"""This machine: what it is (CPU, BLAS, threads, load) and what it can do (GEMM peak, memory bandwidth); and the
+libraries' thread settings, pinned before they load. Imports numpy only inside its functions, so that
+:func:`pin_threads` can run first (OpenBLAS, OpenMP and MKL read their variables once, at import)."""
 
 from __future__ import annotations
 
 import os
 import platform
 import re
+import sys
 import time
 
-import numpy as np
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-from . import threads
+
+def pin_threads(threads: int | None) -> None:
+    """Use ``threads`` threads in every library (None: leave the libraries' defaults)."""
+    if threads is None:
+        return
+    if "numpy" in sys.modules or "torch" in sys.modules:
+        raise RuntimeError("threads must be pinned before numpy or torch is imported")
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
 
 
 def cpu_model() -> str:
@@ -23,20 +34,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def blas() -> str:
-    """numpy's BLAS as ``numpy.show_config`` names it, e.g. ``scipy-openblas 0.3.31.188.0``."""
-    found = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-    return f"{found.get('name', 'unknown BLAS')} {found.get('version', '')}".strip()
-
-
 def describe() -> dict:
-    """The facts a reader needs to judge a result: hardware, versions, thread settings, load."""
+    """The facts a reader needs to judge a result: hardware, versions (numpy's BLAS as ``numpy.show_config`` names
+    it), thread settings ('default' when unset; torch's pool if torch is loaded), load."""
+    import numpy as np
+
+    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
     info = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "blas": blas(),
+        "blas": f"{blas.get('name', 'unknown BLAS')} {blas.get('version', '')}".strip(),
         "load_average": os.getloadavg(),
     }
     try:
@@ -45,7 +54,9 @@ def describe() -> dict:
         info["torch"] = torch.__version__
     except ImportError:
         pass
-    info["threads"] = threads.settings()
+    info["threads"] = {name: os.environ.get(name, "default") for name in THREAD_VARIABLES}
+    if "torch" in sys.modules:
+        info["threads"]["torch.get_num_threads()"] = sys.modules["torch"].get_num_threads()
     return info
 
 
@@ -68,12 +79,16 @@ def best_seconds(fn, repeats: int) -> float:
 
 def gemm_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of numpy's ``(n, n) @ (n, n)`` in ``dtype``: the practical matmul peak of this machine."""
+    import numpy as np
+
     a = np.random.default_rng(0).random((n, n)).astype(dtype)
     return 2 * n**3 / best_seconds(lambda: a @ a, repeats) / 1e9
 
 
 def copy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     """GB/s of ``np.copyto`` between two arrays far larger than cache, counting bytes read plus written."""
+    import numpy as np
+
     source = np.ones(megabytes * 2**20 // 8)
     target = np.empty_like(source)
     return 2 * source.nbytes / best_seconds(lambda: np.copyto(target, source), repeats) / 1e9

@@ -79,23 +79,17 @@ def probe(key: str, overrides: dict | None = None, data_dir: str | None = None) 
     return json.loads(done.stdout)
 
 
-def _setting(text: str) -> tuple[str, int]:
-    name, _, value = text.partition("=")
-    return name, int(value)
-
-
 def main(argv=None):
     from benchmarks.contenders import CONTENDERS, build
     from portable_cnn import load_mnist
 
     parser = argparse.ArgumentParser(description="Peak memory of one epoch of a contender, in this (fresh) process.")
     parser.add_argument("key", choices=sorted(CONTENDERS))
-    parser.add_argument(
-        "--set", type=_setting, action="append", default=[], metavar="NAME=VALUE", help="a sweep setting"
-    )
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a sweep setting")
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
-    contender = build(args.key, load_mnist(args.data_dir), **dict(args.set))
+    settings = {name: int(value) for name, _, value in (text.partition("=") for text in args.set)}
+    contender = build(args.key, load_mnist(args.data_dir), **settings)
     print(json.dumps(measure(contender)))
 
 

@@ -74,30 +74,18 @@ class Mutant:
     outcome: str = "not run"  # killed, survived, timeout (killed), not run
 
 
-def _docstrings(tree) -> set[int]:
-    """ids of the docstring constants (never mutated)."""
+def _never_mutated(tree) -> set[int]:
+    """ids of the docstring constants and of every node inside a type annotation (``str | None`` is no arithmetic)."""
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
                 found.add(id(first.value))
-    return found
-
-
-def _annotations(tree) -> set[int]:
-    """ids of every node inside a type annotation (never mutated: ``str | None`` is not arithmetic)."""
-    found = set()
-    for node in ast.walk(tree):
-        parts = []
-        if isinstance(node, ast.arg) and node.annotation is not None:
-            parts.append(node.annotation)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
-            parts.append(node.returns)
-        if isinstance(node, ast.AnnAssign):
-            parts.append(node.annotation)
+        parts = [getattr(node, "annotation", None), node.returns if isinstance(node, ast.FunctionDef) else None]
         for part in parts:
-            found.update(id(inner) for inner in ast.walk(part))
+            if isinstance(part, ast.AST):
+                found.update(id(inner) for inner in ast.walk(part))
     return found
 
 
@@ -129,7 +117,7 @@ def _set(ops, index, op):
 def sites(source: str) -> list[tuple[ast.AST, str, callable]]:
     """Every (node, change, apply) of a module's source, in a fixed order."""
     tree = ast.parse(source)
-    skip = _docstrings(tree) | _annotations(tree)
+    skip = _never_mutated(tree)
     found = []
     for node in ast.walk(tree):
         if id(node) not in skip:

@@ -113,16 +113,12 @@ def eval_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
 def profile(stages, whole, description: str, reps: int) -> dict:
     """Time the stages and the whole step in interleaved rounds."""
     calls = {stage["stage"]: stage["fn"] for stage in stages} | {"whole": whole}
-    samples = interleaved({name: reps for name in calls}, lambda name: {"ms": 1e3 * timed(calls[name], _no_sync)})
+    samples = interleaved({name: reps for name in calls}, lambda name: {"ms": 1e3 * timed(calls[name], lambda: None)})
     rows = [
         {"stage": stage["stage"], "ms": summary([s["ms"] for s in samples[stage["stage"]]]), "flops": stage["flops"]}
         for stage in stages
     ]
     return {"description": description, "stages": rows, "whole_ms": summary([s["ms"] for s in samples["whole"]])}
-
-
-def _no_sync():
-    pass
 
 
 def run(reps: int, recipe: Config) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks import threads  # imports neither numpy nor torch
+from benchmarks import machine  # imports neither numpy nor torch
 
 FULL = {"reps": 11, "notebook_reps": 3, "sweep_reps": 3, "profile_reps": 21}
 QUICK = {
@@ -51,36 +51,19 @@ def positive(text: str) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/run.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="about 30 s: the contenders of the targets, few rounds, no sweeps"
-    )
-    parser.add_argument(
-        "--reps", type=positive, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})"
-    )
-    parser.add_argument(
-        "--notebook-reps", type=positive, help=f"rounds for the notebook, ~8 s each (default {FULL['notebook_reps']})"
-    )
-    parser.add_argument(
-        "--contenders",
-        help="comma-separated keys (default: all: notebook, numpy-f32, numpy-f32-threads1, numpy-f32-native, "
-        "numpy-f64, numpy-book, torch-f32, strict-f32, jax-f32, pytorch, floor, floor-threads1)",
-    )
-    parser.add_argument(
-        "--threads", type=positive, help="BLAS/OpenMP/torch threads for every contender (default: the libraries' own)"
-    )
-    parser.add_argument("--no-scaling", action="store_true", help="skip the sweeps and their plot")
-    parser.add_argument("--no-profile", action="store_true", help="skip the per-stage profile")
-    parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
-    parser.add_argument("--machine", help="name of the results file (default: from the core count and BLAS)")
-    parser.add_argument(
-        "--out", type=Path, default=HERE / "results", help="output folder (default: benchmarks/results)"
-    )
-    parser.add_argument("--data-dir", default=default_data_dir(), help="MNIST folder (default: %(default)s)")
+    parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--quick", action="store_true", help="about 30 s: the contenders of the targets, few rounds, no sweeps")
+    add("--reps", type=positive, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})")
+    add("--notebook-reps", type=positive, help=f"rounds for the notebook (default {FULL['notebook_reps']})")
+    add("--contenders", help="comma-separated keys (default: all of benchmarks/contenders.py's CONTENDERS)")
+    add("--threads", type=positive, help="BLAS/OpenMP/torch threads for every contender (default: the libraries')")
+    add("--no-scaling", action="store_true", help="skip the sweeps and their plot")
+    add("--no-profile", action="store_true", help="skip the per-stage profile")
+    add("--no-memory", action="store_true", help="skip the fresh-process memory probes")
+    add("--machine", help="name of the results file (default: from the core count and BLAS)")
+    add("--out", type=Path, default=HERE / "results", help="output folder (default: benchmarks/results)")
+    add("--data-dir", default=default_data_dir(), help="MNIST folder (default: %(default)s)")
     args = parser.parse_args(argv)
     for name, value in (QUICK if args.quick else FULL).items():
         if not getattr(args, name, None):
@@ -92,41 +75,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def measure_machine() -> dict:
-    from benchmarks import machine
-
-    info = machine.describe()
-    info["gemm_peak_gflops"] = {"float32": machine.gemm_peak("float32"), "float64": machine.gemm_peak("float64")}
-    info["copy_bandwidth_gbs"] = machine.copy_bandwidth()
-    return info
-
-
-def compare_contenders(mnist, keys, args, peaks) -> dict:
-    from benchmarks import compare, contenders, memory_probe
-
-    built = {key: contenders.build(key, mnist, args.threads) for key in keys}
-    rounds = {key: args.notebook_reps if key == compare.NOTEBOOK else args.reps for key in keys}
-    log(f"timing {len(keys)} contenders, interleaved: {rounds}")
-    rows = compare.measure(built, rounds, peaks, log=log)
-    if not args.no_memory:
-        for key in keys:
-            log(f"memory of {key} (fresh process)")
-            rows[key]["memory"] = memory_probe.probe(key, data_dir=args.data_dir)
-    return rows
-
-
-def section(loads: dict, name: str, measure):
-    """Run one part of the benchmark, recording the 1-minute load average before and after it."""
-    log(name)
-    before = os.getloadavg()[0]
-    result = measure()
-    loads[name] = [before, os.getloadavg()[0]]
-    return result
-
-
 def document(machine: dict, settings: dict, loads: dict, rows: dict, scaling=None, profile=None) -> dict:
     """The results file's content; :func:`benchmarks.report.markdown` renders it."""
-    from benchmarks import compare
+    from benchmarks.contenders import targets
 
     return {
         "schema": 1,
@@ -134,7 +85,7 @@ def document(machine: dict, settings: dict, loads: dict, rows: dict, scaling=Non
         "settings": settings,
         "load_average": loads,
         "contenders": rows,
-        "targets": compare.targets(rows),
+        "targets": targets(rows),
         "scaling": scaling or {},
         "profile": profile or {},
     }
@@ -142,7 +93,7 @@ def document(machine: dict, settings: dict, loads: dict, rows: dict, scaling=Non
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    threads.pin(args.threads)  # before numpy and torch are imported
+    machine.pin_threads(args.threads)  # before numpy and torch are imported
     from portable_cnn import UserError
 
     try:
@@ -153,8 +104,7 @@ def main(argv=None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import contenders, profile_stages, report, scaling
-    from benchmarks import machine as machine_info
+    from benchmarks import contenders, memory_probe, profile_stages, report, scaling
     from portable_cnn import UserError, load_mnist
     from portable_cnn.config import Config
 
@@ -162,30 +112,54 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(keys) - set(contenders.CONTENDERS))
     if unknown:
         raise UserError(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(contenders.CONTENDERS)}")
-    threads.pin_torch(args.threads)
-    loads = {}
-    mnist = load_mnist(args.data_dir)
-    machine = section(loads, "machine", measure_machine)
-    name = args.machine or machine_info.slug(machine) + (f"-threads{args.threads}" if args.threads else "")
-    machine["name"] = name
+    if args.threads:
+        import torch
 
-    rows = section(loads, "contenders", lambda: compare_contenders(mnist, keys, args, machine["gemm_peak_gflops"]))
-    swept = None
-    stem = name + ("-quick" if args.quick else "")
+        torch.set_num_threads(args.threads)
+    loads = {}
+
+    def section(name: str, measure):
+        """One part of the benchmark, with the 1-minute load average before and after it."""
+        log(name)
+        before = os.getloadavg()[0]
+        result = measure()
+        loads[name] = [before, os.getloadavg()[0]]
+        return result
+
+    def measure_machine() -> dict:
+        info = machine.describe()
+        info["gemm_peak_gflops"] = {dtype: machine.gemm_peak(dtype) for dtype in ("float32", "float64")}
+        info["copy_bandwidth_gbs"] = machine.copy_bandwidth()
+        return info
+
+    def compare() -> dict:
+        built = {key: contenders.build(key, mnist, args.threads) for key in keys}
+        rounds = {key: args.notebook_reps if key == contenders.NOTEBOOK else args.reps for key in keys}
+        log(f"timing {len(keys)} contenders, interleaved: {rounds}")
+        rows = contenders.measure(built, rounds, info["gemm_peak_gflops"], log=log)
+        for key in [] if args.no_memory else keys:
+            log(f"memory of {key} (fresh process)")
+            rows[key]["memory"] = memory_probe.probe(key, data_dir=args.data_dir)
+        return rows
+
+    mnist = load_mnist(args.data_dir)
+    info = section("machine", measure_machine)
+    info["name"] = args.machine or machine.slug(info) + (f"-threads{args.threads}" if args.threads else "")
+    rows = section("contenders", compare)
+    stem = info["name"] + ("-quick" if args.quick else "")
+    swept = profiled = None
     if not args.no_scaling:
         swept = section(
-            loads, "scaling", lambda: scaling.sweep(mnist, args.sweep_reps, not args.no_memory, args.data_dir, log=log)
+            "scaling", lambda: scaling.sweep(mnist, args.sweep_reps, not args.no_memory, args.data_dir, log)
         )
         args.out.mkdir(parents=True, exist_ok=True)
         scaling.plot(swept, args.out / f"{stem}-scaling.png")
-    profiled = None
     if not args.no_profile:
-        recipe = Config().validated()
-        profiled = section(loads, "profile", lambda: profile_stages.run(args.profile_reps, recipe))
+        profiled = section("profile", lambda: profile_stages.run(args.profile_reps, Config().validated()))
     settings = {
         key: getattr(args, key) for key in ("quick", "reps", "notebook_reps", "sweep_reps", "profile_reps", "threads")
     }
-    results = document(machine, settings, loads, rows, swept, profiled)
+    results = document(info, settings, loads, rows, swept, profiled)
     path = report.write_json(results, args.out / f"{stem}.json")
     print(report.markdown(results))
     log(f"wrote {path}")

@@ -30,14 +30,15 @@ def interleaved(
 
     ``rounds`` maps a name to how many measured rounds it takes part in (a slow candidate may take
     part in the first few only). ``run_once`` returns the phase timings of one repetition, e.g.
-    ``{"train": 0.31, "eval": 0.12}``; each kept sample records its round number for pairing.
+    ``{"train": 0.31, "eval": 0.12}``, or None for no sample (a candidate that failed or is out of time); each kept
+    sample records its round number for pairing.
     """
     samples: dict[str, list[dict]] = {name: [] for name in rounds}
     for index in range(warmup + max(rounds.values(), default=0)):
         for name, wanted in rounds.items():
             if index < warmup + wanted:
                 timings = run_once(name)
-                if index >= warmup:
+                if index >= warmup and timings is not None:
                     samples[name].append({"round": index - warmup, **timings})
     return samples
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from benchmarks import compare, contenders, memory_probe, mutants, profile_stages, report, timing
+from benchmarks import contenders, memory_probe, mutants, profile_stages, report, timing
 from benchmarks.contenders import Contender
 from benchmarks.run import document
 from portable_cnn import Config
@@ -79,7 +79,7 @@ def test_the_table_shows_the_json_figures(tmp_path, clock):
         "numpy-f32": fake(clock, "numpy-f32", 0.002),
         "pytorch": fake(clock, "pytorch", 0.004),
     }
-    rows = compare.measure(
+    rows = contenders.measure(
         built, {"notebook": 1, "numpy-f32": 2, "pytorch": 2}, {"float32": 100.0, "float64": 50.0}, log=lambda _: None
     )
     path = report.write_json(
@@ -121,7 +121,7 @@ def test_the_real_contenders_run_through_the_library_api(mnist):
     """A tiny round of each fast contender: guards the suite against changes of the trainer's API."""
     keys = ["numpy-f32", "numpy-book", "strict-f32", "pytorch", "torch-f32", "jax-f32"]
     built = {key: contenders.build(key, mnist, train_size=256, test_size=500) for key in keys}
-    rows = compare.measure(
+    rows = contenders.measure(
         built, {key: 1 for key in keys}, {"float32": 100.0, "float64": 50.0}, warmup=0, log=lambda _: None
     )
     assert rows["numpy-book"]["images_trained"] == 256 and rows["numpy-f32"]["images_tested"] == 500

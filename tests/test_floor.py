@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from benchmarks import compare, floor, flops, report
+from benchmarks import contenders, floor, report
 from benchmarks.contenders import Contender
 from benchmarks.run import document
 
@@ -18,8 +18,8 @@ def test_the_epoch_has_the_networks_flops_and_one_tanh_per_hidden_unit_and_image
     assert [unit.images for unit in train] == [128] * 7 + [104] and [unit.group for unit in train] == list(range(8))
     assert len(evaluation) == 79 and sum(unit.images for unit in evaluation) == 10000
     assert {unit.group for unit in evaluation} == {8}  # one group: the chunks wait for no one
-    assert floor.work_flops(units, "train") == 1000 * flops.train_flops_per_image(POSITIONS)
-    assert floor.work_flops(units, "eval") == 10000 * flops.eval_flops_per_image(POSITIONS)
+    assert floor.work_flops(units, "train") == 1000 * contenders.train_flops_per_image(POSITIONS)
+    assert floor.work_flops(units, "eval") == 10000 * contenders.eval_flops_per_image(POSITIONS)
     assert floor.tanh_count(units, "train") == 1000 * HIDDEN and floor.tanh_count(units, "eval") == 10000 * HIDDEN
 
 
@@ -105,10 +105,10 @@ def test_the_epoch_is_reported_as_a_multiple_of_its_floor(clock):
         "floor": fake("floor", 0.02, 0.03),
         "pytorch": fake("pytorch", 0.15, 0.1),
     }
-    rows = compare.measure(built, {key: 2 for key in built}, {"float32": 100.0}, log=lambda _: None)
+    rows = contenders.measure(built, {key: 2 for key in built}, {"float32": 100.0}, log=lambda _: None)
     assert rows["numpy-f32"]["time_vs_floor"]["median"] == pytest.approx(0.08 / 0.05)
     assert "time_vs_floor" not in rows["pytorch"]
-    targets = {t["target"]: t["met"] for t in compare.targets(rows)}
+    targets = {t["target"]: t["met"] for t in contenders.targets(rows)}
     assert targets == {
         "numpy float32 epoch >= 2.5x faster than idiomatic PyTorch CPU": True,  # 0.25 s / 0.08 s
         "numpy float32 epoch <= 1.5x the unavoidable-work floor": False,

@@ -13,7 +13,7 @@ from .conftest import REPO
 
 def run_pytest_with_no_skips(tmp_path, body: str):
     (tmp_path / "test_sample.py").write_text(body)
-    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "benchmarks.no_skips", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "benchmarks.gpu_pytest", "-p", "no:cacheprovider"]
     env = {"PYTHONPATH": str(REPO)}
     return subprocess.run([*command, str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
 
@@ -23,26 +23,13 @@ def test_a_skipped_test_fails_the_gpu_checks_pytest_stage(tmp_path):
         tmp_path, "import pytest\ndef test_a(): pass\ndef test_b(): pytest.skip('no GPU')\n"
     )
     assert done.returncode == 1, done.stdout
-    assert (
-        "1 skipped test(s) count as failures" in done.stdout
-        and "SKIPPED [1]" in done.stdout
-        and "no GPU" in done.stdout
-    )
+    assert "1 skipped test(s) count as failures" in done.stdout and "SKIPPED [1]" in done.stdout
+    assert "no GPU" in done.stdout
 
 
 def test_without_skips_the_pytest_stage_passes(tmp_path):
     done = run_pytest_with_no_skips(tmp_path, "def test_a(): pass\n")
     assert done.returncode == 0, done.stdout
-
-
-def test_a_librarys_own_log_line_is_not_counted_as_the_packages(monkeypatch):
-    """With CUDA_VISIBLE_DEVICES="" XLA prints its own cuInit warning on stderr: the refusal is still one line."""
-    from benchmarks import gpu_checks
-
-    stderr = "E0000 cuda_executor.cc:1 failed call to cuInit: UNKNOWN ERROR (303)\nportable-cnn: error: no GPU\n"
-    done = subprocess.CompletedProcess([], 2, stdout="", stderr=stderr)
-    monkeypatch.setattr(gpu_checks.subprocess, "run", lambda *args, **kwargs: done)
-    assert gpu_checks.ends_in_one_line(["train"], {}, may_succeed=False) == "portable-cnn: error: no GPU"
 
 
 def test_the_dry_run_hides_what_the_gpu_image_may_lack():
@@ -70,13 +57,13 @@ def test_the_dispatch_counter_counts_each_outermost_operation_once():
     assert float(total) == 6.0
 
 
-STAGES = ("setup", "pytest", "checks", "timings")
+STAGES = ("setup", "pytest", "timings")
 
 
 @pytest.mark.slow
 def test_the_gpu_check_runs_through_on_cpu_stand_ins(tmp_path):
     """Every stage of the prepared command, with only what the GPU image surely has plus the prepared wheels, on
-    array-api-strict's device1 / torch / jax CPU in place of the GPUs: every gpu-marked test and check RUNS."""
+    array-api-strict's device1 / torch / jax CPU in place of the GPUs: every gpu-marked test RUNS."""
     pytest.importorskip("torch")
     if not list((REPO / "benchmarks" / "wheels").glob("*.whl")):
         prepared = subprocess.run(
@@ -101,24 +88,17 @@ def test_the_gpu_check_runs_through_on_cpu_stand_ins(tmp_path):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     output = done.stdout
     names = {path.name for path in tmp_path.iterdir()}
-    assert names == {f"{stage}.log" for stage in STAGES} | {
-        "pytest.json",
-        "checks.json",
-        "timings.json",
-        "summary.json",
-    }
+    assert names == {f"{stage}.log" for stage in STAGES} | {"pytest.json", "timings.json", "summary.json"}
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [(stage["stage"], stage["exit"]) for stage in summary["stages"]] == [(stage, 0) for stage in STAGES]
     assert "| stage | exit | seconds | cap |" in output
     outcomes = json.loads((tmp_path / "pytest.json").read_text())
-    assert set(outcomes["counts"]) == {"passed"} and outcomes["counts"]["passed"] >= 50  # none skipped, none failed
+    assert set(outcomes["counts"]) == {"passed"} and outcomes["counts"]["passed"] >= 90  # none skipped, none failed
     assert len(outcomes["properties"]) == 3  # --book's differing lines on each GPU library
-    checks = json.loads((tmp_path / "checks.json").read_text())
-    stand_ins = ["array-api-strict device1", "torch cpu", "jax cpu"]
-    for check in ("no host sync in the batch loop", "Philox bits", "float32", "float64", "stop and resume"):
-        for stand_in in stand_ins:
-            assert f"PASS {stand_in}: {check}" in output
-    assert checks["failures"] == 0 and {result["status"] for result in checks["results"]} == {"PASS"}
+    proofs = [node.split("::")[1] for node in outcomes["tests"] if node.startswith("tests/test_gpu.py::")]
+    for proof in ("no_host_sync_in_the_batch_loop", "philox_bits_equal_numpys", "float32", "float64", "resumes"):
+        for library in ("cupy", "torch", "jax"):
+            assert any(proof in node and library in node for node in proofs), (proof, library)
     results = json.loads((tmp_path / "timings.json").read_text())
     assert set(results["contenders"]) == {"cupy", "torch", "jax", "peer", "book"}
     for row in results["contenders"].values():

@@ -1,7 +1,6 @@
-"""A pytest plugin for the GPU check (``-p benchmarks.pytest_outcomes --outcomes-json PATH``): the session's
-outcomes as JSON, written when it ends: counts, the failed and skipped tests with their reasons, and the
-properties tests recorded (``record_property``, e.g. how many of --book's 300 lines differ on a GPU).
-"""
+"""The GPU check's pytest plugin (``-p benchmarks.gpu_pytest [--outcomes-json PATH]``): a skipped test fails the
+session (on the GPU machine a skip means a GPU path did not run), and the session's outcomes are written as JSON:
+counts, every test's outcome (with the reason where it did not pass), and the properties tests recorded."""
 
 from __future__ import annotations
 
@@ -34,20 +33,25 @@ class Outcomes:
             self.tests[report.nodeid or "collection"] = {"outcome": "error", "reason": str(report.longrepr)[-500:]}
 
     @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session, exitstatus):  # the exit status is the stage's, in summary.json
+    def pytest_sessionfinish(self, session):
         counts = {}
         for test in self.tests.values():
             counts[test["outcome"]] = counts.get(test["outcome"], 0) + 1
-        document = {
-            "counts": counts,
-            "not_passed": {node: test for node, test in self.tests.items() if test["outcome"] != "passed"},
-            "properties": self.properties,
-        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        document = {"counts": counts, "tests": self.tests, "properties": self.properties}
         self.path.write_text(json.dumps(document, indent=1) + "\n")
 
 
 def pytest_configure(config):
-    path = config.getoption("outcomes_json")
-    if path is not None:
-        config.pluginmanager.register(Outcomes(path), "outcomes-json")
+    if config.getoption("outcomes_json") is not None:
+        config.pluginmanager.register(Outcomes(config.getoption("outcomes_json")), "outcomes-json")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """A successful session with skipped tests becomes a failed one."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
+    if skipped and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter.write_line(f"no skips: {skipped} skipped test(s) count as failures on the GPU machine", red=True)
