@@ -130,7 +130,7 @@ def portable(mnist, key: str, label: str, floor_key: str | None = None, **settin
     def test():
         with backend.activated():
             images, labels = data.test_images, data.test_labels
-            return int(correct_predictions(model, images, labels, config.eval_batch_size, pool, steps))
+            return int(correct_predictions(model, images, labels, config.eval_batch_size, pool, steps=steps))
 
     train_flops = trained * train_flops_per_image(positions, config.kernel_size, config.kernels)
     eval_flops = tested * eval_flops_per_image(positions, config.kernel_size, config.kernels)

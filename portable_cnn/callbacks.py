@@ -28,7 +28,10 @@ PROGRESS_HINT = (
 
 class Callback:
     """Hooks the training loop calls; each does nothing unless overridden. Set ``state.stop_training``
-    to end the run before the next batch (``on_stop`` then runs)."""
+    to end the run before the next call (``on_stop`` then runs). A call trains one batch, or where the library
+    compiles loops (JAX) a whole epoch, unless a callback sets ``every_batch``."""
+
+    every_batch = False  # True: its batch hooks must see each batch, so the trainer makes one call a batch
 
     def on_train_begin(self, state: TrainState) -> None:
         """Before the first batch."""
@@ -37,12 +40,10 @@ class Callback:
         """Before each epoch's dropout masks are drawn: from here to its last batch's end, no host sync."""
 
     def on_batch_begin(self, state: TrainState) -> None:
-        """Before each batch (the last chance to stop before it); where an epoch is one call (``--epoch-call``, on
-        a library that compiles loops), before each epoch's batches."""
+        """Before each call (the last chance to stop before it): each batch, or each epoch's batches at once."""
 
     def on_batch_end(self, state: TrainState, images: int) -> None:
-        """After each batch (or each epoch's one call) of ``images`` images (keep it on the host: no device reads
-        here)."""
+        """After each call, which trained ``images`` images (keep it on the host: no device reads here)."""
 
     def on_epoch_end(self, state: TrainState, record: EpochRecord) -> None:
         """After each epoch, with its record (already in ``state.history``)."""
@@ -130,14 +131,21 @@ class EachEpoch(Callback):
 
 
 class StopOnRequest(Callback):
-    """Stops the run before the next batch once ``flag.is_set()`` (a ``threading.Event`` set by a signal handler)."""
+    """Stops the run once ``flag.is_set()`` (a ``threading.Event`` set by a signal handler): before the next call
+    (a batch; on JAX an epoch), or at the end of the epoch, before the next one draws its masks."""
 
     def __init__(self, flag):
         self._flag = flag
 
-    def on_batch_begin(self, state):
+    def _look(self, state):
         if self._flag.is_set():
             state.stop_training = True
+
+    def on_batch_begin(self, state):
+        self._look(state)
+
+    def on_epoch_end(self, state, record):
+        self._look(state)
 
 
 class Diverged(UserError):

@@ -67,11 +67,6 @@ class Config:
         "images per row block of a training batch (default 32 on a CPU, the whole batch on a GPU and with --book)",
         minimum=1,
     )
-    epoch_call: bool | None = setting(
-        None,
-        "where the library compiles loops (jax), each epoch's batches in one compiled call, callbacks' batch hooks "
-        "then running once an epoch (default on; off: a call a batch)",
-    )
     threads: int | None = setting(
         None, "worker threads on a CPU (default: the cores this process may use; 1: none)", minimum=1
     )

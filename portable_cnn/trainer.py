@@ -9,7 +9,7 @@ import functools
 import operator
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -139,9 +139,12 @@ def batch_count(architecture: tuple):
     return count
 
 
-def correct_predictions(model: Network, images, labels, batch_size: int, workers: Workers | None = None, steps=None):
-    """Correct predictions over a labelled set (a device scalar): with a run's :class:`RunSteps` that count a whole
-    set in one call (built with ``batch_size``), that call; else batches of ``batch_size`` shared by ``workers``."""
+def correct_predictions(
+    model: Network, images, labels, batch_size: int, workers: Workers | None = None, *, steps: RunSteps | None = None
+):
+    """Correct predictions over a labelled set (a device scalar), in batches of ``batch_size`` shared by ``workers``;
+    given a run's ``steps`` (built with the same ``batch_size``), their count, all batches as one call where the
+    library compiles loops."""
     xp = array_namespace(model.like)
     correct = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
     if steps is not None and steps.count_all is not None:
@@ -192,7 +195,8 @@ def over_batches(body: Callable, size: int, scan: Callable) -> Callable:
         xp = array_namespace(arrays[0])
         full = arrays[0].shape[0] // size * size
         stacked = [xp.reshape(array[:full, ...], (-1, size, *array.shape[1:])) for array in arrays]
-        carry, _ = scan(lambda carry, batch: (body(fixed, carry, *batch), None), carry, stacked)
+        if full:  # (a scan over no batches would still compile its body)
+            carry, _ = scan(lambda carry, batch: (body(fixed, carry, *batch), None), carry, stacked)
         if arrays[0].shape[0] > full:
             carry = body(fixed, carry, *(array[full:, ...] for array in arrays))
         return carry
@@ -203,14 +207,14 @@ def over_batches(body: Callable, size: int, scan: Callable) -> Callable:
 @dataclass(frozen=True)
 class RunSteps:
     """A run's compiled calls: ``train`` one batch (:func:`train_step`), ``count`` one evaluation batch
-    (:func:`batch_count`) and, where the library compiles loops (JAX), ``train_epoch`` all of an epoch's batches
-    (its masks a list) and ``count_all`` a whole evaluation, each one call (else None). Built once per run, never
+    (:func:`batch_count`) and, where the library compiles loops (JAX), ``epoch`` all of an epoch's batches (their
+    masks a list) and ``count_all`` a whole evaluation, each one call (else None). Built once per run, never
     cached for the process: a run whose registry entry compiles nothing is eager all through, and a compiled one
     is traced by its own run."""
 
     train: Callable
     count: Callable
-    train_epoch: Callable | None = None
+    epoch: Callable | None = None
     count_all: Callable | None = None
 
     @classmethod
@@ -220,21 +224,20 @@ class RunSteps:
         rates = SGD.of(model.learning_rates(config))
         step = train_step(config.book, config.batch_size, config.block_size, rates, model.architecture, workers)
         count = batch_count(model.architecture)
-        steps = cls(backends.compiled(step, library), backends.compiled(count, library))
+        compiled = functools.partial(backends.compiled, library=library)
         scan = backends.scan(library)
         if scan is None:
-            return steps
-        epoch = over_batches(step, config.batch_size, scan)
+            return cls(compiled(step), compiled(count))
+        batches = over_batches(step, config.batch_size, scan)
 
-        def train_epoch(floor, counted, images, targets, labels, masks):
-            return epoch(floor, counted, images, targets, labels, array_namespace(images).concat(masks))
+        def epoch(floor, counted, images, targets, labels, masks):
+            return batches(floor, counted, images, targets, labels, array_namespace(images).concat(masks))
 
         def add(params, correct, images, labels):
             return correct + count(params, images, labels)
 
         count_all = over_batches(add, config.eval_batch_size, scan)
-        compiled = functools.partial(backends.compiled, library=library)
-        return replace(steps, train_epoch=compiled(train_epoch), count_all=compiled(count_all))
+        return cls(compiled(step), compiled(count), compiled(epoch), compiled(count_all))
 
 
 def fit(
@@ -249,16 +252,16 @@ def fit(
 ):
     """Train ``model`` from ``start`` to ``config.epochs``, appending to ``history`` and reporting to ``callbacks``.
 
-    ``steps`` are the run's step and count (built here when not given: a caller that runs one run as several
-    calls, as the benchmarks do an epoch a call, builds them once with :meth:`RunSteps.build`).
+    ``steps`` are the run's compiled calls (built here when not given: a caller that runs one run as several
+    calls, as the benchmarks do an epoch a call, builds them once with :meth:`RunSteps.build`). Where the library
+    compiles loops, an epoch's batches are one call, unless a callback wants ``every_batch``.
 
     Returns None when every epoch ran, or the :class:`Position` reached when a callback set
-    ``stop_training`` (looked at before each epoch and each call, which trains a batch or, with
-    ``config.epoch_call`` where the library compiles loops, a whole epoch; the callbacks' ``on_stop`` then ran).
+    ``stop_training`` (looked at before each epoch and each call; the callbacks' ``on_stop`` then ran).
     """
     workers = backends.workers(config.backend, config.device, config.threads)
     steps = steps or RunSteps.build(config, model)
-    whole_epochs = steps.train_epoch is not None and config.epoch_call is not False
+    epoch_calls = steps.epoch is not None and not any(callback.every_batch for callback in callbacks)
     spans = batches(config, data.train_size)
     state = TrainState(model, config, random_source, history, spans, start)
     xp, where = array_namespace(model.like), device_of(model.like)
@@ -268,17 +271,17 @@ def fit(
         _notify(callbacks, "on_train_begin", state)
         for epoch in range(start.epoch, config.epochs):
             resumed = start if epoch == start.epoch else Position(epoch)
+            state.epoch_start = Snapshot(model.params, random_source.state(), resumed, len(history))
             if state.stop_training:  # asked for at the end of the last epoch: stop before drawing this one's masks
                 stopped = resumed
                 break
-            state.epoch_start = Snapshot(model.params, random_source.state(), resumed, len(history))
             started = time.perf_counter()
             correct = xp.asarray(resumed.correct, dtype=xp.int64, device=where)
             loss = xp.asarray(resumed.loss, dtype=model.like.dtype, device=where)
             _notify(callbacks, "on_epoch_begin", state)  # from here to the last batch's end: no host sync
             masks = random_source.keep_masks([(stop - begin, model.hidden_size) for begin, stop in spans], KEEP_PROB)
-            if whole_epochs and resumed.batch == 0:  # all of its batches as one call
-                calls, step = [(0, spans[0][0], spans[-1][1], list(masks))], steps.train_epoch
+            if epoch_calls and resumed.batch == 0:  # all of its batches as one call
+                calls, step = [(0, spans[0][0], spans[-1][1], list(masks))], steps.epoch
             else:
                 calls = [(index, *span, mask) for index, (span, mask) in enumerate(zip(spans, masks))]
                 step = steps.train
@@ -326,7 +329,7 @@ def _epoch_record(
     counts = [correct, loss, finite]
     if evaluated:
         counts.append(
-            correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers, steps)
+            correct_predictions(model, data.test_images, data.test_labels, config.eval_batch_size, workers, steps=steps)
         )
     # One stacked read in the loss's dtype: counts up to 2**24 (MNIST has 70000 images) are exact in float32.
     figures = backends.to_host(xp.stack([xp.astype(count, loss.dtype) for count in counts])).tolist()

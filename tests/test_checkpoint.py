@@ -25,7 +25,7 @@ BOOK = dataclasses.replace(SMALL, book=True)
 
 
 class StopAfter:
-    """A stop flag that turns on at its ``checks``-th look (the trainer looks before each batch)."""
+    """A stop flag that turns on after ``checks`` looks (the trainer looks before each batch and at epoch ends)."""
 
     def __init__(self, checks: int):
         self.checks = checks
@@ -101,16 +101,18 @@ def test_native_state_restores_only_on_its_own_library():
 # --- resume ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("looks", "batch"), [(4, 1), (2, 0)], ids=["mid-epoch", "epoch-end"])
 @pytest.mark.parametrize("recipe", [BOOK, SMALL], ids=["book", "default"])
-def test_interrupted_in_mid_epoch_resumes_exactly(mnist, tmp_path, recipe):
-    """Stopped before batch 1 of epoch 1 (of 2 batches: the 4th look), the resumed run is the straight one."""
+def test_interrupted_resumes_exactly(mnist, tmp_path, recipe, looks, batch):
+    """Stopped before batch 1 of epoch 1 (of 2 batches: the 5th look, after epoch 0's end) or at epoch 0's end (the
+    3rd), the resumed run is the straight one."""
     straight = train(recipe, mnist)
     path = tmp_path / "stopped.npz"
     with pytest.raises(Interrupted) as stopped:
-        train(dataclasses.replace(recipe, save=str(path)), mnist, stop=StopAfter(3))
-    assert (stopped.value.epoch, stopped.value.batch, stopped.value.path) == (1, 1, str(path))
+        train(dataclasses.replace(recipe, save=str(path)), mnist, stop=StopAfter(looks))
+    assert (stopped.value.epoch, stopped.value.batch, stopped.value.path) == (1, batch, str(path))
     saved = checkpoint.load(path)
-    assert (saved.epoch, saved.batch, len(saved.history)) == (1, 1, 1)
+    assert (saved.epoch, saved.batch, len(saved.history)) == (1, batch, 1)
     resumed = train(dataclasses.replace(recipe, resume=str(path), save=str(tmp_path / "end.npz")), mnist)
     assert_same_parameters(resumed.model, straight.model)
     assert [dataclasses.replace(r, seconds=0, images_per_second=0) for r in resumed.history] == [

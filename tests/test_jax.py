@@ -2,16 +2,20 @@
 checkpoints that continue across numpy, torch and jax, and the notebook's lines on JAX's CPU."""
 
 import dataclasses
+import threading
 
 import jax
 import numpy as np
 import pytest
 
-from portable_cnn import Config, UserError, backends, get_backend, train
+from portable_cnn import Callback, Config, UserError, backends, checkpoint, get_backend, train
 from portable_cnn.backends import to_host
 from portable_cnn.model import ConvNet
+from portable_cnn.rng import PortableRandom
+from portable_cnn.runs import Interrupted
 
 from .conftest import backend_or_skip
+from .test_devices import StopAt
 
 SMALL = Config(epochs=2, train_size=256, test_size=300, quiet=True)
 
@@ -56,10 +60,14 @@ def test_the_compiled_step_equals_the_eager_one(mnist, monkeypatch):
     np.testing.assert_allclose(to_host(compiled.model.weights), to_host(eager.model.weights), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize(("epoch_call", "calls"), [(None, 2 + 2), (False, 2 * 3 + 2)], ids=["epoch", "batches"])
-def test_an_epoch_is_one_compiled_call_and_its_evaluation_another(mnist, monkeypatch, epoch_call, calls):
-    """2 epochs of 3 batches (the last a short one), each evaluated: 2 + 2 compiled calls, or with --no-epoch-call
-    one a batch (the evaluation stays one call); the same lines either way, weights equal to float32 rounding."""
+class EveryBatch(Callback):
+    every_batch = True
+
+
+@pytest.mark.parametrize(("callbacks", "calls"), [((), 2 + 2), ((EveryBatch(),), 2 * 3 + 2)], ids=["epoch", "batches"])
+def test_an_epoch_is_one_compiled_call_and_its_evaluation_another(mnist, monkeypatch, callbacks, calls):
+    """2 epochs of 3 batches (the last a short one), each evaluated: 2 + 2 compiled calls, or, for a callback that
+    wants every batch, one a batch (the evaluation stays one call); numpy's lines, weights to float32 rounding."""
     made = {"calls": 0}
     jax_entry = backends.LIBRARIES["jax"]
 
@@ -67,13 +75,53 @@ def test_an_epoch_is_one_compiled_call_and_its_evaluation_another(mnist, monkeyp
         return _counted(jax_entry.compile(module, function), made, "calls")
 
     monkeypatch.setitem(backends.LIBRARIES, "jax", dataclasses.replace(jax_entry, compile=counting_jit))
-    config = dataclasses.replace(SMALL, train_size=300, backend="jax", epoch_call=epoch_call)
-    result = train(config, mnist)
+    config = dataclasses.replace(SMALL, train_size=300, backend="jax")
+    result = train(config, mnist, callbacks=callbacks)
     assert made["calls"] == calls
     monkeypatch.setitem(backends.LIBRARIES, "jax", jax_entry)
     numpy_run = train(dataclasses.replace(config, backend="numpy"), mnist)
     assert [r.line() for r in result.history] == [r.line() for r in numpy_run.history]
     np.testing.assert_allclose(to_host(result.model.weights), to_host(numpy_run.model.weights), rtol=0, atol=1e-6)
+
+
+class AskToStop(Callback):
+    """Sets ``flag`` after the first call, as a Ctrl-C during the first epoch would."""
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def on_batch_end(self, state, images):
+        self.flag.set()
+
+
+def test_a_stop_asked_in_an_epoch_ends_the_run_at_its_end_before_the_next_draws_its_masks(mnist, tmp_path, monkeypatch):
+    """An epoch is one call on JAX: a stop asked during epoch 0 lets it finish, and the run ends before epoch 1's
+    masks are drawn (no work wasted on them); the resumed run is the straight one."""
+    drawn = {"masks": 0}
+    monkeypatch.setattr(PortableRandom, "keep_masks", _counted(PortableRandom.keep_masks, drawn, "masks"))
+    config = dataclasses.replace(SMALL, backend="jax", dtype="float64", epochs=3)
+    path, stop = str(tmp_path / "stopped.npz"), threading.Event()
+    with pytest.raises(Interrupted) as stopped:
+        train(dataclasses.replace(config, save=path), mnist, stop=stop, callbacks=(AskToStop(stop),))
+    assert (stopped.value.epoch, stopped.value.batch, drawn["masks"]) == (1, 0, 1)
+    resumed = train(dataclasses.replace(config, resume=path, save=path), mnist)
+    straight = train(config, mnist)
+    assert [r.line() for r in resumed.history] == [r.line() for r in straight.history]
+    np.testing.assert_allclose(to_host(resumed.model.weights), to_host(straight.model.weights), rtol=0, atol=1e-10)
+
+
+def test_a_numpy_run_stopped_in_mid_epoch_continues_on_jax(mnist, tmp_path):
+    """The resumed epoch's last batches one call each, then an epoch a call: numpy's straight run to 1e-10."""
+    config = dataclasses.replace(SMALL, dtype="float64", epochs=3)
+    path = str(tmp_path / "stopped.npz")
+    with pytest.raises(Interrupted):
+        train(dataclasses.replace(config, save=path), mnist, callbacks=(StopAt(1, 1),))
+    saved = checkpoint.load(path)
+    assert (saved.epoch, saved.batch) == (1, 1)
+    resumed = train(dataclasses.replace(config, resume=path, save=path, backend="jax"), mnist)
+    straight = train(config, mnist)
+    assert [r.line() for r in resumed.history] == [r.line() for r in straight.history]
+    np.testing.assert_allclose(to_host(resumed.model.weights), to_host(straight.model.weights), rtol=0, atol=1e-10)
 
 
 def _counted(method, calls: dict, name: str):
