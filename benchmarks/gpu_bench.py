@@ -10,7 +10,6 @@ rewritten after each. ``--dry-run``: CPU stand-ins (numpy for cupy, torch and ja
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -243,11 +242,10 @@ def main(argv=None) -> int:
             dispatches[recipe] = count_dispatches(recipe == "book", **(DRY_SIZES if args.dry_run else {}))
         except Exception as error:  # noqa: BLE001 (a missing count is noted, the timings still run)
             log(f"  cannot count the array operations ({recipe}): {type(error).__name__}: {error}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     missing = []
 
     def save(rows):
-        args.json.write_text(json.dumps(document(device, args.epochs, rows, missing, dispatches), indent=1) + "\n")
+        report.write_json(document(device, args.epochs, rows, missing, dispatches), args.json)
 
     rows = measure(mnist, made, args, log, save, missing)
     if PEER not in rows:
@@ -255,7 +253,7 @@ def main(argv=None) -> int:
         return 1
     print(table(document(device, args.epochs, rows, missing, dispatches)))
     log(f"wrote {args.json}")
-    failed = [key for key, row in rows.items() if row["errors"]]
+    failed = any(row["errors"] for row in rows.values())
     return 1 if failed or (missing and not args.dry_run) else 0
 
 
