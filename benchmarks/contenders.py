@@ -1,12 +1,6 @@
-"""The contenders, each built ready to time (data on its device, model initialised), their FLOPs, and their figures
-side by side.
-
-Every contender exposes ``train_epoch()`` (1000 images in batches of 128), ``evaluate()`` (all 10000 test images)
-and ``sync()`` for honest timers on a GPU. portable-cnn is driven through its own training loop
-(``portable_cnn.trainer.fit``, one epoch a call). FLOPs are counted as 2 per multiply-add of the network's five
-products; per image, with ``P*P`` output positions, ``k*k`` pixels per window, ``K`` kernels and ``H = P*P*K``: conv
-forward and kernel gradient ``2*P*P*k*k*K`` each, dense forward, back-propagation and weight gradient ``2*H*10``
-each. Training counts all five, evaluation the two forward ones; tanh, dropout and softmax are left out.
+"""The contenders, each built ready to time behind ``train_epoch()``, ``evaluate()`` and ``sync()`` (portable-cnn
+through its own ``trainer.fit``, one epoch a call), their FLOPs (2 per multiply-add of the network's five products:
+tanh, dropout and softmax left out) and their figures side by side, with the targets.
 """
 
 from __future__ import annotations
@@ -30,7 +24,8 @@ NOTEBOOK = "notebook"
 
 
 def train_flops_per_image(positions: int, kernel_size: int = 3, kernels: int = 16) -> int:
-    """Conv forward + kernel gradient + the three dense products."""
+    """Conv forward and kernel gradient (``2·P·P·k·k·K`` each), dense forward, back-propagation and weight gradient
+    (``2·H·10`` each, ``H = P·P·K``)."""
     conv, dense = 2 * positions**2 * kernel_size**2 * kernels, 2 * positions**2 * kernels * NUM_CLASSES
     return 2 * conv + 3 * dense
 
@@ -81,30 +76,18 @@ def notebook(mnist, key: str, label: str) -> Contender:
 
 
 def floor(mnist, key: str, label: str, **settings) -> Contender:
-    """The unavoidable work of an epoch of the default recipe and ``settings`` (:mod:`benchmarks.floor`): its
-    blocks, evaluation chunks and threads."""
+    """The unavoidable work (:mod:`benchmarks.floor`) of an epoch of the default recipe and ``settings``."""
     config = Config(**settings).validated()
-    train_size, test_size = (
-        min(config.train_size, len(mnist.train_images)),
-        min(config.test_size, len(mnist.test_images)),
-    )
+    sizes = min(config.train_size, len(mnist.train_images)), min(config.test_size, len(mnist.test_images))
     units = epoch_work(
-        train_size,
-        test_size,
-        config.batch_size,
-        config.block_size,
-        config.eval_batch_size,
-        config.kernel_size,
-        config.kernels,
+        *sizes, config.batch_size, config.block_size, config.eval_batch_size, config.kernel_size, config.kernels
     )
     work = Floor(units, config.threads, config.dtype)
     work.warm()
     trained, tested = (sum(unit.images for unit in units if unit.phase == phase) for phase in ("train", "eval"))
     train_flops, eval_flops = work_flops(units, "train"), work_flops(units, "eval")
-    return Contender(
-        key, label, config.dtype, trained, tested, train_flops, eval_flops,
-        lambda: work.run("train"), lambda: work.run("eval"), _no_sync,
-    )  # fmt: skip
+    train, test = (lambda: work.run("train")), (lambda: work.run("eval"))
+    return Contender(key, label, config.dtype, trained, tested, train_flops, eval_flops, train, test, _no_sync)
 
 
 def portable(mnist, key: str, label: str, floor_key: str | None = None, **settings) -> Contender:

@@ -1,14 +1,13 @@
-"""Array operations dispatched per training batch and per epoch, counted on the CPU: on a GPU each is (at least) one
-kernel launch and a trip through Python, which is where a GPU epoch of this small network spends its time.
+"""Array operations per training batch and per epoch, counted on the CPU: on a GPU each is at least one kernel
+launch and a trip through Python, which is where a GPU epoch of this small network spends its time.
 
-    python benchmarks/dispatches.py [--book] [--train-size 1000] [--test-size 10000]
+    python benchmarks/dispatches.py [--book]
 
-The run trains on array-api-strict (whose namespace is the module itself, so every call the package makes goes
-through it) with every public function of the module and every operator of its array type wrapped in a counter
-(a call made inside another counted call is not counted again). Indexing (``x[a:b]``, a view, no kernel on most
-libraries) is counted apart. The evaluation uses the GPU's chunk size (:data:`portable_cnn.backends.EVAL_BATCH`).
-JAX compiles the step (and the evaluation's chunk) into one call each, so these counts are the eager libraries'
-(cupy, torch); ``benchmarks/gpu_bench.py`` reports them beside the GPU timings.
+1000 images trained and 10000 evaluated on array-api-strict (its namespace is the module itself, so every call the
+package makes goes through it) with a GPU's settings: whole batches, the evaluation in ``EVAL_BATCH["gpu"]`` chunks.
+Every public function of the module and every operator of its array type is counted, a call inside a counted call
+not again; indexing (a view: no kernel on most libraries) apart. JAX compiles the step into one call, so these are
+cupy's and torch's counts; ``benchmarks/gpu_bench.py`` prints them beside the GPU timings.
 """
 
 from __future__ import annotations
@@ -19,8 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from portable_cnn import Callback, Config, load_mnist, train  # noqa: E402 (after the sys.path line)
 from portable_cnn.backends import EVAL_BATCH  # noqa: E402
@@ -30,18 +28,15 @@ NOT_OPERATIONS = {"__init__", "__new__", "__getattribute__", "__setattr__", "__r
 
 
 class Counter:
-    """Counts the outermost calls of the wrapped functions: operations and indexing apart."""
+    """The outermost calls of the wrapped functions: (operations, indexing)."""
 
     def __init__(self):
-        self.operations, self.indexing, self._depth = 0, 0, 0
+        self._counts, self._depth = [0, 0], 0
 
     def wrap(self, name: str, function):
         def counted(*args, **kwargs):
             if self._depth == 0:
-                if name in INDEXING:
-                    self.indexing += 1
-                else:
-                    self.operations += 1
+                self._counts[name in INDEXING] += 1
             self._depth += 1
             try:
                 return function(*args, **kwargs)
@@ -51,12 +46,12 @@ class Counter:
         return counted
 
     def snapshot(self) -> tuple[int, int]:
-        return self.operations, self.indexing
+        return tuple(self._counts)
 
 
 @contextlib.contextmanager
 def counting(counter: Counter):
-    """array-api-strict's functions and its array's operators wrapped in ``counter`` while inside."""
+    """array-api-strict's functions and its array's operators counted by ``counter`` while inside."""
     import array_api_strict as strict
 
     array = type(strict.asarray(0.0))
@@ -77,31 +72,30 @@ def counting(counter: Counter):
             setattr(owner, name, value)
 
 
-class PerPhase(Callback):
-    """The counter's readings at the epoch's start, around each batch, and at its end (after the evaluation)."""
+class Marks(Callback):
+    """The counter's readings of the last epoch: at its start, before and after each batch, at its end."""
 
     def __init__(self, counter: Counter):
-        self.counter, self.epochs, self._epoch = counter, [], None
+        self.counter, self.marks = counter, []
 
     def on_epoch_begin(self, state):
-        self._epoch = {"begin": self.counter.snapshot(), "batches": []}
+        self.marks = [self.counter.snapshot()]
 
     def on_batch_begin(self, state):
-        self._batch = self.counter.snapshot()
+        self.marks.append(self.counter.snapshot())
 
     def on_batch_end(self, state, images):
-        self._epoch["batches"].append((self._batch, self.counter.snapshot()))
+        self.marks.append(self.counter.snapshot())
 
     def on_epoch_end(self, state, record):
-        self._epoch["end"] = self.counter.snapshot()
-        self.epochs.append(self._epoch)
+        self.marks.append(self.counter.snapshot())
 
 
-def count(book: bool, train_size: int, test_size: int, epochs: int = 2) -> dict:
-    """Per batch (the median batch), per epoch, and the epoch's other parts: masks before the first batch, and the
-    evaluation with the epoch's one stacked read after the last; from the last of ``epochs`` epochs."""
+def count(book: bool, train_size: int = 1000, test_size: int = 10000) -> dict:
+    """The second epoch's counts: per batch (the median batch), the masks (before the first batch), the evaluation
+    and the epoch's one stacked read (after the last batch), the whole epoch."""
     config = Config(
-        epochs=epochs,
+        epochs=2,
         train_size=train_size,
         test_size=test_size,
         book=book,
@@ -113,35 +107,26 @@ def count(book: bool, train_size: int, test_size: int, epochs: int = 2) -> dict:
         quiet=True,
     )
     counter = Counter()
-    phases = PerPhase(counter)
-    mnist = load_mnist(None)
+    marks = Marks(counter)
     with counting(counter):
-        train(config, mnist, callbacks=(phases,))
-    epoch = phases.epochs[-1]
+        train(config, load_mnist(None), callbacks=(marks,))
+    begin, *batches, end = marks.marks
 
     def between(first, last):
         return {"operations": last[0] - first[0], "indexing": last[1] - first[1]}
 
-    batches = sorted((between(*batch) for batch in epoch["batches"]), key=lambda found: found["operations"])
+    steps = sorted((between(*pair) for pair in zip(batches[::2], batches[1::2])), key=lambda step: step["operations"])
     return {
         "recipe": "book" if book else "default",
-        "batches_per_epoch": len(batches),
-        "per_batch": batches[len(batches) // 2],
-        "masks": between(epoch["begin"], epoch["batches"][0][0]),
-        "evaluation_and_read": between(epoch["batches"][-1][1], epoch["end"]),
-        "per_epoch": between(epoch["begin"], epoch["end"]),
+        "batches_per_epoch": len(steps),
+        "per_batch": steps[len(steps) // 2],
+        "masks": between(begin, batches[0]),
+        "evaluation_and_read": between(batches[-1], end),
+        "per_epoch": between(begin, end),
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/dispatches.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--book", action="store_true")
-    parser.add_argument("--train-size", type=int, default=1000)
-    parser.add_argument("--test-size", type=int, default=10000)
-    args = parser.parse_args(argv)
-    print(json.dumps(count(args.book, args.train_size, args.test_size), indent=1))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = argparse.ArgumentParser(prog="benchmarks/dispatches.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--book", action="store_true", help="the --book recipe (float64, masks from the host)")
+    print(json.dumps(count(parser.parse_args().book), indent=1))

@@ -1,15 +1,7 @@
-"""The unavoidable work of one epoch, timed alone: its matmuls at their shapes and its tanh evaluations.
-
-Whatever the code around them, an epoch of the default recipe must compute the network's products
-for every training block (convolution, dense layer, back-propagation, weight and kernel gradients)
-and every evaluation chunk (convolution, dense layer), and one tanh per hidden unit of every image
-it trains on or tests. This module lists that work at the shapes portable-cnn computes it
-(:func:`epoch_work`), then runs it on preallocated contiguous arrays with ``out=`` (nothing else:
-no im2col, mask, softmax, elementwise back-propagation, allocation or bookkeeping), with the same
-workers the contender uses: one thread with one BLAS thread, or a pool of threads, each with one
-BLAS thread, taking the blocks of a batch (a barrier per batch, as SGD needs) and the evaluation
-chunks in contiguous groups. The epoch as a multiple of this floor says how much of its time goes
-to everything else.
+"""The unavoidable work of one epoch, timed alone: its matmuls at the shapes portable-cnn computes them and its tanh
+evaluations, on preallocated arrays with ``out=`` and nothing else (no im2col, mask, softmax, elementwise
+back-propagation, allocation or bookkeeping), spread over the workers as the contender spreads them: the blocks of a
+batch over the threads with a barrier per batch (SGD), the evaluation chunks all at once, BLAS on one thread each.
 """
 
 from __future__ import annotations
@@ -29,7 +21,7 @@ IMAGE_SIDE = 28
 
 @dataclass(frozen=True)
 class Product:
-    """``stack`` independent ``(m, k) @ (k, n)`` products computed as one (batched) matmul."""
+    """``stack`` independent ``(m, k) @ (k, n)`` products, one batched matmul."""
 
     name: str
     stack: int
@@ -44,18 +36,14 @@ class Product:
 
 @dataclass(frozen=True)
 class Tanh:
-    """``count`` tanh evaluations in one call."""
-
     name: str
     count: int
-
     flops = 0
 
 
 @dataclass(frozen=True)
 class Unit:
-    """The work of one training block or one evaluation chunk; ``group`` numbers the barrier it waits for
-    (a training batch: its blocks are spread over the workers, the next batch starts when all are done)."""
+    """A training block or an evaluation chunk; the units of a ``group`` (a batch) wait for the group before."""
 
     phase: str  # "train" or "eval"
     group: int
@@ -64,7 +52,7 @@ class Unit:
 
 
 def training_block(images: int, positions: int, kernel_size: int, kernels: int) -> tuple:
-    """A training block's products and tanh, as the model computes them (see ``ConvNet.block_gradients``)."""
+    """As ``ConvNet.block_gradients`` computes it."""
     area, pixels = positions * positions, kernel_size * kernel_size
     hidden = area * kernels
     return (
@@ -78,7 +66,7 @@ def training_block(images: int, positions: int, kernel_size: int, kernels: int) 
 
 
 def evaluation_chunk(images: int, positions: int, kernel_size: int, kernels: int) -> tuple:
-    """An evaluation chunk's products and tanh, as ``ConvNet.logits`` computes them (kernel-major maps)."""
+    """As ``ConvNet.logits`` computes it (kernel-major maps)."""
     area, pixels = positions * positions, kernel_size * kernel_size
     return (
         Product("conv forward (kernel-major)", 1, kernels, pixels, images * area),
@@ -87,34 +75,22 @@ def evaluation_chunk(images: int, positions: int, kernel_size: int, kernels: int
     )
 
 
-def epoch_work(
-    train_size: int,
-    test_size: int,
-    batch_size: int,
-    block_size: int | None,
-    eval_chunk: int,
-    kernel_size: int = 3,
-    kernels: int = 16,
-) -> list[Unit]:
-    """The units of one epoch: each training batch cut into blocks of ``block_size`` rows (None: whole
-    batches), then the test set in chunks of ``eval_chunk`` images."""
-    positions = IMAGE_SIDE - kernel_size + 1
-    units = []
-    for group, (begin, end) in enumerate(ops.slices(train_size, batch_size)):
-        for start, stop in ops.slices(end - begin, block_size or batch_size):
-            units.append(
-                Unit("train", group, stop - start, training_block(stop - start, positions, kernel_size, kernels))
-            )
+def epoch_work(train_size, test_size, batch_size, block_size, eval_chunk, kernel_size=3, kernels=16) -> list[Unit]:
+    """Each training batch in blocks of ``block_size`` rows (None: whole), then the test set in chunks."""
+    shape = (IMAGE_SIDE - kernel_size + 1, kernel_size, kernels)
+    units = [
+        Unit("train", group, stop - start, training_block(stop - start, *shape))
+        for group, (begin, end) in enumerate(ops.slices(train_size, batch_size))
+        for start, stop in ops.slices(end - begin, block_size or batch_size)
+    ]
     evaluation = len(units) and units[-1].group + 1
-    for start, stop in ops.slices(test_size, eval_chunk):
-        units.append(
-            Unit("eval", evaluation, stop - start, evaluation_chunk(stop - start, positions, kernel_size, kernels))
-        )
-    return units
+    chunks = ops.slices(test_size, eval_chunk)
+    return units + [
+        Unit("eval", evaluation, stop - start, evaluation_chunk(stop - start, *shape)) for start, stop in chunks
+    ]
 
 
 def work_flops(units: list[Unit], phase: str) -> int:
-    """The FLOPs of a phase's products (2 per multiply-add)."""
     return sum(step.flops for unit in units if unit.phase == phase for step in unit.steps)
 
 
@@ -123,69 +99,51 @@ def tanh_count(units: list[Unit], phase: str) -> int:
 
 
 def contiguous_groups(count: int, workers: int) -> list[tuple[int, int]]:
-    """(start, stop) of ``workers`` contiguous runs of ``count`` items, as even as can be (empty runs left out)."""
-    size = math.ceil(count / workers) if count else 1
-    return ops.slices(count, size)
+    """(start, stop) of at most ``workers`` contiguous runs of ``count`` items, as even as can be."""
+    return ops.slices(count, math.ceil(count / workers) if count else 1)
 
 
 class Floor:
-    """The epoch's unavoidable work on preallocated float arrays, run as the contender runs: ``workers``
-    threads (1: the calling thread), each with one BLAS thread."""
+    """The units on ``workers`` threads (1: the calling thread), each with its own arrays and one BLAS thread."""
 
     def __init__(self, units: list[Unit], workers: int, dtype: str = "float32", seed: int = 0):
         self.units, self.workers = units, workers
-        self._rng = np.random.default_rng(seed)
-        self._dtype = np.dtype(dtype)
-        self._arrays: dict = {}
-        self._calls = {id(unit): [self._call(step) for step in unit.steps] for unit in units}
+        self._rng, self._dtype, self._arrays = np.random.default_rng(seed), np.dtype(dtype), {}
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="floor") if workers > 1 else None
         self._blas = ThreadpoolController()
 
     def _array(self, key, shape):
-        """One array per worker thread and shape, so that workers never write the same memory."""
         if (key, shape) not in self._arrays:
             self._arrays[key, shape] = self._rng.random(shape, dtype=np.float64).astype(self._dtype)
         return self._arrays[key, shape]
 
-    def _call(self, step):
-        def run(slot):
+    def _run_units(self, units: list[Unit], slot: int) -> None:
+        for step in (step for unit in units for step in unit.steps):
             if isinstance(step, Tanh):
-                values = self._array((slot, "tanh in"), (step.count,))
-                np.tanh(values, out=self._array((slot, "tanh out"), (step.count,)))
+                shape = (step.count,)
+                np.tanh(self._array((slot, "tanh in"), shape), out=self._array((slot, "tanh out"), shape))
             else:
                 left = self._array((slot, step.name, "left"), (step.stack, step.m, step.k))
                 right = self._array((slot, step.name, "right"), (step.stack, step.k, step.n))
                 np.matmul(left, right, out=self._array((slot, step.name, "out"), (step.stack, step.m, step.n)))
 
-        return run
-
-    def _run_units(self, units: list[Unit], slot: int) -> None:
-        for unit in units:
-            for call in self._calls[id(unit)]:
-                call(slot)
-
-    def _run_group(self, units: list[Unit]) -> None:
-        if self._pool is None:
-            self._run_units(units, 0)
-            return
-        runs = contiguous_groups(len(units), self.workers)
-        futures = [
-            self._pool.submit(self._run_units, units[start:stop], slot) for slot, (start, stop) in enumerate(runs)
-        ]
-        for future in futures:
-            future.result()
-
     def run(self, phase: str) -> None:
-        """All units of ``phase``, group after group, with BLAS on one thread."""
+        """The units of ``phase``, group after group."""
+        groups: dict[int, list[Unit]] = {}
+        for unit in self.units:
+            if unit.phase == phase:
+                groups.setdefault(unit.group, []).append(unit)
         with self._blas.limit(limits=1, user_api="blas"):
-            groups: dict[int, list[Unit]] = {}
-            for unit in self.units:
-                if unit.phase == phase:
-                    groups.setdefault(unit.group, []).append(unit)
-            for group in groups.values():
-                self._run_group(group)
+            for units in groups.values():
+                if self._pool is None:
+                    self._run_units(units, 0)
+                    continue
+                runs = contiguous_groups(len(units), self.workers)
+                futures = [self._pool.submit(self._run_units, units[a:b], slot) for slot, (a, b) in enumerate(runs)]
+                for future in futures:
+                    future.result()
 
     def warm(self) -> None:
-        """Allocate every array once (outside any timer)."""
+        """Every array allocated once, outside any timer."""
         self.run("train")
         self.run("eval")

@@ -1,30 +1,22 @@
-"""300 epochs on the GPU (the timings stage of benchmarks/gpu_check.sh): portable-cnn on cupy, torch CUDA and jax,
-the PyTorch peer, and ``--book``, built by :mod:`benchmarks.contenders` and timed by :mod:`benchmarks.timing`.
+"""The GPU check's timings (benchmarks/gpu_check.sh): 300-epoch trainings of portable-cnn on cupy, torch CUDA and
+jax, of the PyTorch peer and of ``--book``, then a few epochs of each timed phase by phase (masks, batches, evaluation).
 
-    python benchmarks/gpu_bench.py [--epochs 300] [--reps 2] [--budget 170] [--json PATH] [--dry-run]
-
-A training (the book's protocol) is ``--epochs`` times a training epoch and the evaluation of the 10000 test images,
-on a contender built afresh outside the timer (data on the device, model initialised) and timed with the device
-synchronised before and after. After a warm-up of a few epochs each (CUDA contexts, cuBLAS handles, compilation),
-the trainings run in interleaved rounds; none starts that would end past ``--budget`` seconds. Then
-``--phase-epochs`` epochs per contender are timed phase by phase: the masks (before the first batch), the batches,
-the evaluation (the peer's masks are in its step). A contender that fails loses its figures only (the error is in
-its row); ``--json`` is rewritten after each. Prints a Markdown table with the targets: the default recipe on cupy
-<= 5 s, cupy and jax each <= 1.2x the PyTorch peer. ``--dry-run``: CPU stand-ins (numpy for cupy, torch and jax on
-the CPU), 2 epochs of 256 images, one round.
+Each training (an epoch trained and the 10000 test images evaluated, ``--epochs`` times) runs on a contender built
+afresh outside the timer, the device synchronised before and after, in interleaved rounds after a warm-up; none
+starts that would end past ``--budget`` s. A contender that fails loses its own figures only, and ``--json`` is
+rewritten after each. ``--dry-run``: CPU stand-ins (numpy for cupy, torch and jax on the CPU), 2 epochs of 256 images.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks import contenders, timing  # noqa: E402 (after the sys.path line)
+from benchmarks import contenders, report, timing  # noqa: E402 (after the sys.path line)
 from benchmarks.dispatches import count as count_dispatches  # noqa: E402
 from benchmarks.report import number, spread  # noqa: E402
 from portable_cnn import Callback, UserError, load_mnist  # noqa: E402
@@ -33,13 +25,14 @@ TARGET_SECONDS = 5.0  # the default recipe's 300 epochs on cupy, on an H200
 TARGET_RATIO = 1.2  # cupy's and jax's time over the PyTorch peer's
 PEER = "peer"
 PHASES = ("mask", "step", "evaluation")
+DRY_SIZES = {"train_size": 256, "test_size": 200}
 
 
 def makers(dry_run: bool) -> dict:
     """Each contender's key and a call that builds it afresh from MNIST."""
     cupy, device = ("numpy", None) if dry_run else ("cupy", "cuda:0")
     gpu = "cpu" if dry_run else "cuda:0"
-    sizes = {"train_size": 256, "test_size": 200} if dry_run else {}
+    sizes = DRY_SIZES if dry_run else {}
 
     def portable(key, label, **settings):
         return lambda mnist: contenders.portable(mnist, key, label, **sizes, **settings)
@@ -93,6 +86,7 @@ def training(contender, epochs: int) -> tuple[float, float]:
 
 
 def phases(contender, epochs: int) -> dict:
+    """Seconds of each phase, epoch by epoch (the peer has no callbacks: its masks are in its step)."""
     seconds = {phase: [] for phase in PHASES}
     if contender.callbacks is not None:
         contender.callbacks.append(PhaseTimer(contender.sync, seconds))
@@ -165,12 +159,12 @@ def document(device: str, epochs: int, rows: dict, missing: list[str], dispatche
         row = rows.get(key)
         return row[field]["median"] if row and row.get(field) else float("nan")
 
-    targets = [
-        (f"default recipe on cupy, {epochs} epochs with the 10k evaluation every epoch <= {TARGET_SECONDS:g} s",
-         median("cupy", "seconds"), TARGET_SECONDS),
-        (f"cupy within {TARGET_RATIO}x of the PyTorch peer", median("cupy", "vs_peer"), TARGET_RATIO),
-        (f"jax within {TARGET_RATIO}x of the PyTorch peer", median("jax", "vs_peer"), TARGET_RATIO),
-    ]  # fmt: skip
+    cupy = f"default recipe on cupy, {epochs} epochs with the 10k evaluation every epoch <= {TARGET_SECONDS:g} s"
+    targets = [(cupy, median("cupy", "seconds"), TARGET_SECONDS)]
+    targets += [
+        (f"{key} within {TARGET_RATIO}x of the PyTorch peer", median(key, "vs_peer"), TARGET_RATIO)
+        for key in ("cupy", "jax")
+    ]
     return {
         "schema": 4,
         "dispatches": dispatches,
@@ -183,21 +177,18 @@ def document(device: str, epochs: int, rows: dict, missing: list[str], dispatche
 
 
 def table(results: dict) -> str:
-    lines = [
-        f"### {results['device']}, {results['epochs']} epochs",
-        "",
-        "| contender | s per training | ÷ PyTorch peer | mask ms/epoch | step ms/epoch | evaluation ms/epoch "
-        "| final test acc |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    columns = ("contender", "s per training", "÷ PyTorch peer", *(f"{phase} ms/epoch" for phase in PHASES))
+    rows = []
     for row in results["contenders"].values():
         phases = row["phase_seconds_per_epoch"]
         per_epoch = [f"{1000 * phases[phase]['median']:.2f}" if phase in phases else "in step" for phase in PHASES]
         seconds = spread(row["seconds"]) if row["seconds"] else "failed"
-        accuracy = number(row["final_test_acc"]) if row["final_test_acc"] is not None else "–"
-        lines.append(
-            f"| {row['label']} | {seconds} | {spread(row['vs_peer'])} | {' | '.join(per_epoch)} | {accuracy} |"
-        )
+        rows.append([row["label"], seconds, spread(row["vs_peer"]), *per_epoch, number(row["final_test_acc"])])
+    lines = [
+        f"### {results['device']}, {results['epochs']} epochs",
+        "",
+        *report.table((*columns, "final test acc"), rows),
+    ]
     lines.append("")
     for recipe, counted in results["dispatches"].items():
         lines.append(
@@ -245,18 +236,16 @@ def main(argv=None) -> int:
     made = makers(args.dry_run)
     log(f"timing {', '.join(made)}: {args.reps} x {args.epochs} epochs (+ {args.warmup_epochs} warm-up)")
     mnist, device = load_mnist(None), device_name(args.dry_run)
-    settings = {"train_size": 256, "test_size": 200} if args.dry_run else {"train_size": 1000, "test_size": 10000}
     dispatches = {}
     for recipe in ("default", "book"):
         try:
-            dispatches[recipe] = count_dispatches(recipe == "book", **settings)
+            dispatches[recipe] = count_dispatches(recipe == "book", **(DRY_SIZES if args.dry_run else {}))
         except Exception as error:  # noqa: BLE001 (a missing count is noted, the timings still run)
             log(f"  cannot count the array operations ({recipe}): {type(error).__name__}: {error}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     missing = []
 
     def save(rows):
-        args.json.write_text(json.dumps(document(device, args.epochs, rows, missing, dispatches), indent=1) + "\n")
+        report.write_json(document(device, args.epochs, rows, missing, dispatches), args.json)
 
     rows = measure(mnist, made, args, log, save, missing)
     if PEER not in rows:
@@ -264,7 +253,7 @@ def main(argv=None) -> int:
         return 1
     print(table(document(device, args.epochs, rows, missing, dispatches)))
     log(f"wrote {args.json}")
-    failed = [key for key, row in rows.items() if row["errors"]]
+    failed = any(row["errors"] for row in rows.values())
     return 1 if failed or (missing and not args.dry_run) else 0
 
 

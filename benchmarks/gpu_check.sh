@@ -1,25 +1,17 @@
 #!/usr/bin/env bash
-# The GPU check as one prepared command, for the lent machine (an NVIDIA GPU, python3 with numpy, cupy, CUDA torch,
-# JAX's CUDA plugin and pytest, no internet): three stages, each under its own cap, in at most 8 minutes in all:
-#   setup    the carried wheels (benchmarks/wheels) unpacked, versions and devices listed (benchmarks/gpu_setup.py),
-#   pytest   the gpu-marked tests on cupy, torch CUDA and jax GPU (tests/test_gpu.py: no host sync in the batch loop,
-#            Philox, float32 and float64 against numpy, stop and resume, predict, the command line's refusals, and
-#            the gpu-marked tests of the other files); a skipped test counts as a failure,
-#   timings  benchmarks/gpu_bench.py: 300-epoch trainings timed (cupy, torch CUDA, jax, the PyTorch peer, --book),
-#            the phases apart, and the array operations each dispatches per batch and per epoch.
-# Each stage's log and JSON land in the output folder as the stage ends (6 files in all, flat: setup.log,
-# pytest.log, pytest.json, timings.log, timings.json, summary.json); the script prints each
-# stage's duration and a summary table. The exit status is 1 if any stage failed.
+# The GPU check in one command, for the lent machine (an NVIDIA GPU; python3 with numpy, cupy, CUDA torch, JAX's CUDA
+# plugin and pytest; no internet). Three stages, each under its own cap; each writes its log and JSON to the output
+# folder as it ends (setup.log, pytest.log, pytest.json, timings.log, timings.json, summary.json); then a table of the
+# stages. Exit status 1 if any stage failed.
+#   setup    benchmarks/gpu_setup.py: the carried wheels unpacked, versions and devices listed
+#   pytest   the gpu-marked tests on cupy, torch CUDA and jax (tests/test_gpu.py's proofs among them); a skip fails
+#   timings  benchmarks/gpu_bench.py: 300-epoch trainings, their phases, the array operations an epoch dispatches
 #
 # usage: benchmarks/gpu_check.sh [--prepare | --dry-run] [--out DIR]
-#   --prepare  where there is internet: download the wheels the GPU image lacks (CPython 3.12, manylinux) into
-#              benchmarks/wheels (git ignores it) and print the device tool's `carry` list and the command.
-#   --dry-run  the whole check on this machine's CPU: only what the GPU image surely has (numpy, torch, jax, pytest:
-#              benchmarks/image_only hides every other installed package) plus the prepared wheels; the gpu-marked
-#              tests run on stand-ins (array-api-strict's "device1" for cupy, torch and jax on the CPU)
-#              at small sizes, without the caps (a shared CPU is slow). tests/test_gpu_check.py runs it.
-#   --out      where the results go (default: $OUT if set, else benchmarks/results/gpu-check).
-# The data (the book's subset embedded in the package) and the book's output (tests/data) are in the repository.
+#   --prepare  where there is internet: the wheels the image lacks into benchmarks/wheels (git-ignored)
+#   --dry-run  on this CPU, with only what the image surely has (benchmarks/image_only hides the rest) plus the wheels:
+#              the gpu-marked tests on stand-ins, small sizes, no caps (tests/test_gpu_check.py runs it)
+#   --out      where the results go (default: $OUT if set, else benchmarks/results/gpu-check)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,25 +30,18 @@ done
 
 python="${PYTHON:-python3}"
 wheels="benchmarks/wheels"
-# What the image lacks (array-api-compat, array-api-strict), and threadpoolctl, which it has but which costs nothing
-# to carry: each at the version this checkout is tested with (where that is installed here), as pure-Python wheels.
-carried=(array-api-compat array-api-strict threadpoolctl)
 say() { echo "gpu_check: $*"; }
 
 if [ "$mode" = prepare ]; then
+  # What the image lacks, and threadpoolctl (cheap to carry), as pure-Python wheels at the versions installed here.
+  pinned=()
+  for name in array-api-compat array-api-strict threadpoolctl; do
+    version=$("$python" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null)
+    pinned+=("$name${version:+==$version}")
+  done
   mkdir -p "$wheels"
-  pinned=$("$python" - "${carried[@]}" <<'EOF'
-import importlib.metadata, sys
-for name in sys.argv[1:]:
-    try:
-        print(f"{name}=={importlib.metadata.version(name)}")
-    except importlib.metadata.PackageNotFoundError:
-        print(name)
-EOF
-  ) || exit 1
-  # shellcheck disable=SC2086  # one requirement a word
   "$python" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
-    --platform manylinux2014_x86_64 --dest "$wheels" $pinned || { say "pip download failed"; exit 1; }
+    --platform manylinux2014_x86_64 --dest "$wheels" "${pinned[@]}" || { say "pip download failed"; exit 1; }
   say "prepared in $wheels: $(cd "$wheels" && ls -- *.whl | tr '\n' ' ')"
   say 'carry: ["benchmarks/wheels"]'
   say 'command: bash benchmarks/gpu_check.sh   (timeout_s 540; results in $OUT: 6 files)'
@@ -82,8 +67,8 @@ if [ "$mode" = dry-run ]; then
   export OMP_NUM_THREADS=1  # torch's and BLAS's threads would spin against each other on a shared CPU
 fi
 
-# stage NAME CAP COMMAND...: at most CAP seconds, then TERM, and KILL KILL_AFTER seconds later (caps with their
-# kill-after sum to 460 s); its output goes to NAME.log as it comes; summary.json is rewritten after each stage.
+# stage NAME CAP COMMAND...: TERM after CAP s, KILL KILL_AFTER s later (all stages: 460 s), output to NAME.log as it
+# comes, summary.json rewritten.
 KILL_AFTER=5
 names=() statuses=() durations=() caps=()
 started=$SECONDS

@@ -1,10 +1,8 @@
-"""The GPU check's first stage (benchmarks/gpu_check.sh): the carried wheels unpacked into a folder the later stages
-put on PYTHONPATH, then the version of every module the check imports and the devices each GPU library sees.
+"""The GPU check's first stage (benchmarks/gpu_check.sh): the carried wheels unpacked into the folder the later stages
+put on PYTHONPATH (pure-Python wheels: unpacking is installing, no pip, no index), then the version of every module the
+check imports and the devices each GPU library sees. Exit status 1 when a needed module cannot be imported.
 
     python benchmarks/gpu_setup.py WHEELS_DIR SITE_DIR [--dry-run]
-
-The wheels are pure Python (``py3-none-any``), so unpacking one is installing it; no pip, no index. Exit status 1
-when a module the check needs cannot be imported (the line says which wheel to prepare).
 """
 
 from __future__ import annotations
@@ -17,14 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-# Modules the check imports, and the distribution that brings each (what --prepare downloads, for the missing).
-NEEDED = {
-    "numpy": "numpy",
-    "pytest": "pytest",
-    "array_api_compat": "array-api-compat",
-    "array_api_strict": "array-api-strict",
-    "threadpoolctl": "threadpoolctl",
-}
+NEEDED = ("numpy", "pytest", "array_api_compat", "array_api_strict", "threadpoolctl")
 GPU_LIBRARIES = ("cupy", "torch", "jax")
 
 
@@ -63,11 +54,11 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(args.site))
     importlib.invalidate_caches()  # the folder was empty (or missing) when Python started
     missing = []
-    for module, distribution in NEEDED.items():
+    for module in NEEDED:
         try:
             print(f"{module} {importlib.import_module(module).__version__}")
         except ImportError as error:
-            missing.append(distribution)
+            missing.append(module)
             print(f"MISSING {module} ({error}); run benchmarks/gpu_check.sh --prepare where there is internet")
     if not args.dry_run:
         if shutil.which("nvidia-smi"):

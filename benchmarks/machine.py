@@ -1,6 +1,5 @@
-"""This machine: what it is (CPU, BLAS, threads, load) and what it can do (GEMM peak, memory bandwidth); and the
-libraries' thread settings, pinned before they load. Imports numpy only inside its functions, so that
-:func:`pin_threads` can run first (OpenBLAS, OpenMP and MKL read their variables once, at import)."""
+"""This machine: what it is (CPU, BLAS, threads, load), what it can do (GEMM peak, copy bandwidth), and the libraries'
+thread settings, pinned before numpy loads (so numpy is imported inside the functions only)."""
 
 from __future__ import annotations
 
@@ -35,8 +34,7 @@ def cpu_model() -> str:
 
 
 def describe() -> dict:
-    """The facts a reader needs to judge a result: hardware, versions (numpy's BLAS as ``numpy.show_config`` names
-    it), thread settings ('default' when unset; torch's pool if torch is loaded), load."""
+    """Hardware, versions, thread settings ('default' when unset; torch's pool if loaded) and load."""
     import numpy as np
 
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})

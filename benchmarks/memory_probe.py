@@ -2,13 +2,10 @@
 
     python benchmarks/memory_probe.py KEY [--set NAME=VALUE ...] [--data-dir DIR]
 
-Prints one JSON object. Method: after a warm-up epoch (so one-time buffers of BLAS, oneDNN and
-friends are not counted), the kernel's peak-RSS mark is reset (``/proc/self/clear_refs``) and
-the phase's peak is read back from ``VmHWM``: resident memory the phase added at its peak,
-whatever library allocated it. ``MALLOC_MMAP_THRESHOLD_`` is pinned (see :func:`probe_command`)
-so that glibc returns large freed blocks to the system at once and the reset starts from live
-memory only. For NumPy-based contenders ``tracemalloc`` gives a second, exact count of array
-buffers (NumPy reports its allocations to it); PyTorch does not, so it has RSS only.
+Prints one JSON object. After a warm-up epoch (so that one-time buffers of BLAS, oneDNN ... are not counted) the
+kernel's peak-RSS mark is reset (``/proc/self/clear_refs``) and each phase's peak read back from ``VmHWM``, whatever
+library allocated it; ``MALLOC_MMAP_THRESHOLD_`` is pinned so that freed blocks leave the process at once. numpy
+reports its buffers to ``tracemalloc``: a second count for the numpy-based contenders.
 """
 
 from __future__ import annotations
@@ -34,14 +31,10 @@ def _status_kib(field: str) -> int:
         return int(re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.MULTILINE).group(1))
 
 
-def _reset_peak():
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-
-
 def peak_of(fn, trace: bool) -> dict:
     """MiB of resident memory ``fn`` added at its peak, and (if ``trace``) tracemalloc's peak."""
-    _reset_peak()
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
     before = _status_kib("VmRSS")
     if trace:
         tracemalloc.start()
@@ -60,19 +53,12 @@ def measure(contender) -> dict:
     return {"train": peak_of(contender.train_epoch, trace), "eval": peak_of(contender.evaluate, trace)}
 
 
-def probe_command(key: str, overrides: dict, data_dir: str | None) -> tuple[list[str], dict]:
-    """The command line and environment that measure ``key`` in a fresh process."""
-    command = [sys.executable, str(Path(__file__).resolve()), key]
-    for name, value in overrides.items():
-        command += ["--set", f"{name}={value}"]
-    if data_dir:
-        command += ["--data-dir", data_dir]
-    return command, dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(128 * 1024))
-
-
 def probe(key: str, overrides: dict | None = None, data_dir: str | None = None) -> dict:
-    """Run the probe in a fresh process and return its figures (or ``{"error": ...}``)."""
-    command, environment = probe_command(key, overrides or {}, data_dir)
+    """The probe's figures from a fresh process (or ``{"error": ...}``)."""
+    command = [sys.executable, str(Path(__file__).resolve()), key]
+    command += [f"--set={name}={value}" for name, value in (overrides or {}).items()]
+    command += ["--data-dir", data_dir] if data_dir else []
+    environment = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(128 * 1024))
     done = subprocess.run(command, check=False, env=environment, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}

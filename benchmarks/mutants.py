@@ -2,14 +2,11 @@
 
     python benchmarks/mutants.py [--minutes 18] [--modules ops,model,rng,philox,optim] [--json FILE] [--retry FILE]
 
-A mutant is one change in one of portable_cnn's math modules: an arithmetic operator swapped (``+``/``-``,
-``*``/``/``, ``**``/``*``, ``//``/``/``, ``%``/``//``, ``<<``/``>>``, ``&``/``|``, ``^``/``|``), a comparison
-loosened or flipped (``<``/``<=``, ``>``/``>=``, ``==``/``!=``), ``and``/``or``, a unary minus dropped, or a
-number ``n`` made ``n + 1``. Each is written into a copy of the repository and :data:`TESTS` run against it
-in a forked child (``pytest -x``; the parent has numpy, pytest and array-api-strict imported already, so a
-mutant costs its tests, not the imports): failing tests, an error or more than ``--cap`` seconds kill it.
-Mutants are tried in a fixed shuffled order (philox.py's last) until ``--minutes`` run out; the survivors are
-printed with their line, so each can be killed by a new test or explained as equivalent (benchmarks/README.md).
+A mutant is one change in one of portable_cnn's math modules (an operator of :data:`BINARY` or :data:`COMPARE`
+swapped, ``and``/``or``, a unary minus dropped, a number ``n`` made ``n + 1``) written into a copy of the repository;
+:data:`TESTS` run against it in a forked child, which inherits numpy, pytest and array-api-strict imported, and kill
+it by failing, erroring or running past 3x the clean run + 10 s. Mutants go in a fixed shuffled order, philox.py's
+last, until ``--minutes`` run out; each survivor is printed with its line.
 """
 
 from __future__ import annotations
@@ -184,7 +181,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/mutants.py", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=18.0, help="stop trying mutants after this long")
     parser.add_argument("--modules", default=",".join(MODULES), help="portable_cnn modules to mutate")
-    parser.add_argument("--cap", type=float, default=0.0, help="seconds per mutant (default: 3x the clean run + 10)")
     parser.add_argument("--json", help="write every mutant and its outcome here")
     parser.add_argument("--select", default=SELECT, help=f"pytest -k expression for the tests (default: {SELECT})")
     parser.add_argument("--retry", help="try only the survivors listed in an earlier run's --json file")
@@ -209,7 +205,7 @@ def main(argv=None) -> int:
         if clean != "passed":
             print(f"the tests fail without any mutant ({clean}): fix them first", file=sys.stderr)
             return 1
-        cap = args.cap or 3 * baseline + 10
+        cap = 3 * baseline + 10
         print(f"{len(listed)} mutants; the clean run takes {baseline:.1f} s, cap {cap:.0f} s a mutant", flush=True)
         end = started + 60 * args.minutes
         for mutant in listed:

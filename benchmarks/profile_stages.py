@@ -1,10 +1,8 @@
 """Where the time goes: one training batch and one evaluation batch, stage by stage.
 
-Each stage is one call of the package's own functions (the random source's masks, ``ConvNet.forward``,
-``ConvNet.backward``, ``SGD.step``; ``ConvNet.logits`` and its ops) on numpy float32, timed on its own
-(interleaved with the other stages, warm-up dropped), with its FLOPs. The whole step is also timed as
-one call, to show what the stages leave out (Python overhead, allocation, cache effects between
-stages). What an epoch cannot do without is :mod:`benchmarks.floor`'s, measured as a contender.
+Each stage is one call of the package's own functions (the masks, ``ConvNet.forward``, ``ConvNet.backward``,
+``SGD.step``; ``ConvNet.logits``'s parts) on numpy float32, with its FLOPs, timed in interleaved rounds; the whole step
+is timed as one call too, to show what the stages leave out (Python, allocation, caches between stages).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ SIDE, KERNEL_SIZE = 28, 3
 
 
 def _stage(name, fn, flops=0):
-    """A stage: a call and its FLOPs."""
     return {"stage": name, "fn": fn, "flops": flops}
 
 
@@ -43,8 +40,7 @@ def _model(recipe: Config, rng) -> ConvNet:
 
 
 def train_stages(batch: int = 128, kernels: int = 16, seed: int = 0):
-    """The stages of one default-recipe training step (its dropout mask, forward, backward, update), and the
-    step as one call."""
+    """The stages of one default-recipe training step, the step as one call, and their description."""
     recipe = Config(batch_size=batch, kernels=kernels).validated()
     rng = np.random.default_rng(seed)
     model = _model(recipe, rng)
@@ -122,8 +118,8 @@ def profile(stages, whole, description: str, reps: int) -> dict:
 
 
 def run(reps: int, recipe: Config) -> dict:
-    """Both profiles for a validated ``recipe``, each with how many of its batches make one epoch; BLAS on one
-    thread, as portable-cnn runs it (``Backend.activated``)."""
+    """Both profiles for a validated ``recipe``, with the batches of an epoch; BLAS on one thread, as portable-cnn
+    runs it."""
     with one_blas_thread():
         training = profile(*train_stages(recipe.batch_size, recipe.kernels), reps)
         evaluation = profile(*eval_stages(recipe.eval_batch_size, recipe.kernels), reps)

@@ -1,4 +1,4 @@
-"""Results on disk (JSON) and on screen (Markdown), the table always rendered from the JSON's figures."""
+"""Results on disk (JSON) and on screen (Markdown), the Markdown always rendered from the JSON's figures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 def write_json(results: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    path.write_text(json.dumps(results, indent=1) + "\n")
     return path
 
 
@@ -18,19 +18,21 @@ def read_json(path: Path) -> dict:
 
 
 def number(value: float) -> str:
-    """Three significant digits, no exponent for the magnitudes of these tables."""
+    """Three significant digits, no exponent."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if value >= 100:
-        return f"{value:.0f}"
-    return f"{value:.3g}"
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def spread(stats: dict | None) -> str:
     """``median (min–max)`` of a :func:`~benchmarks.timing.summary`."""
-    if not stats:
-        return "–"
-    return f"{number(stats['median'])} ({number(stats['min'])}–{number(stats['max'])})"
+    return f"{number(stats['median'])} ({number(stats['min'])}–{number(stats['max'])})" if stats else "–"
+
+
+def table(columns, rows) -> list[str]:
+    """A Markdown table's lines: the first column left-aligned, the others right."""
+    lines = ["| " + " | ".join(columns) + " |", "| --- |" + " ---: |" * (len(columns) - 1)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _memory(row: dict) -> str:
@@ -58,9 +60,8 @@ CONTENDER_COLUMNS = (
 
 def contender_table(results: dict) -> str:
     """One row per contender: medians with (min–max) over the interleaved rounds."""
-    lines = ["| " + " | ".join(CONTENDER_COLUMNS) + " |", "| --- |" + " ---: |" * (len(CONTENDER_COLUMNS) - 1)]
-    for row in results["contenders"].values():
-        cells = [
+    rows = [
+        [
             row["label"],
             spread(row["train_s"]),
             spread(row["eval_s"]),
@@ -74,8 +75,9 @@ def contender_table(results: dict) -> str:
             spread(row.get("time_vs_baseline")),
             spread(row.get("time_vs_floor")),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        for row in results["contenders"].values()
+    ]
+    return "\n".join(table(CONTENDER_COLUMNS, rows))
 
 
 def target_lines(results: dict) -> str:
@@ -98,36 +100,23 @@ def machine_line(results: dict) -> str:
     )
 
 
-def scaling_table(results: dict) -> str:
-    lines = []
-    for axis, points in results.get("scaling", {}).items():
-        keys = [k for k in points[0] if k != "value"]
-        lines.append(f"\n**{axis}**\n")
-        lines.append("| " + axis + " | " + " | ".join(f"{k} train s | {k} eval s | {k} peak MiB" for k in keys) + " |")
-        lines.append("| ---: |" + " ---: | ---: | ---: |" * len(keys))
-        for point in points:
-            cells = [str(point["value"])]
-            for key in keys:
-                entry = point[key]
-                memory = entry.get("memory") or {}
-                peak = max((memory[p]["rss_mib"] for p in entry["phases"] if p in memory), default=None)
-                cells += [spread(entry.get("train_s")), spread(entry.get("eval_s")), number(peak)]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def profile_table(results: dict) -> str:
     lines = []
     for phase, profile in results.get("profile", {}).items():
-        lines.append(f"\n**{phase}** ({profile['description']})\n")
-        lines.append("| stage | median ms | MFLOP | share of time |")
-        lines.append("| --- | ---: | ---: | ---: |")
         total = sum(stage["ms"]["median"] for stage in profile["stages"])
-        for stage in profile["stages"]:
-            lines.append(
-                f"| {stage['stage']} | {spread(stage['ms'])} | {number(stage['flops'] / 1e6)} "
-                f"| {100 * stage['ms']['median'] / total:.0f}% |"
-            )
+        rows = [
+            [
+                stage["stage"],
+                spread(stage["ms"]),
+                number(stage["flops"] / 1e6),
+                f"{100 * stage['ms']['median'] / total:.0f}%",
+            ]
+            for stage in profile["stages"]
+        ]
+        lines += [
+            f"\n**{phase}** ({profile['description']})\n",
+            *table(("stage", "median ms", "MFLOP", "share of time"), rows),
+        ]
         lines.append(f"| **sum of stages** | {number(total)} | | |")
         lines.append(f"| whole step, timed as one | {spread(profile['whole_ms'])} | | |")
     return "\n".join(lines)
@@ -156,23 +145,11 @@ def epoch_profile_line(results: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    """The whole report: machine, contenders, targets, and (when measured) scaling and profile."""
-    parts = [
-        f"### {results['machine']['name']}\n",
-        machine_line(results),
-        "",
-        contender_table(results),
-        "",
-        target_lines(results),
-    ]
-    if results.get("scaling"):
-        parts += ["", "### Scaling (portable-cnn numpy float32 against PyTorch)", scaling_table(results)]
+    """The whole report: machine, contenders, targets and (when measured) the profile; the sweeps are in the JSON
+    and the plot."""
+    parts = [f"### {results['machine']['name']}\n", machine_line(results), "", contender_table(results)]
+    parts += ["", target_lines(results)]
     if results.get("profile"):
-        parts += [
-            "",
-            "### Where the time goes (numpy float32, one batch)",
-            profile_table(results),
-            "",
-            epoch_profile_line(results),
-        ]
+        parts += ["", "### Where the time goes (numpy float32, one batch)", profile_table(results)]
+        parts += ["", epoch_profile_line(results)]
     return "\n".join(parts) + "\n"

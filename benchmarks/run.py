@@ -1,16 +1,12 @@
 """portable-cnn against the notebook and PyTorch, side by side, measured in one run.
 
-    python benchmarks/run.py [--quick] [--threads N] [--out benchmarks/results]
+    python benchmarks/run.py [--quick] [--threads N] [--no-scaling] [--machine NAME] [--out benchmarks/results]
 
-Times every contender's training epoch (1000 images, batches of 128) and evaluation (10000 test
-images) in interleaved rounds after a warm-up, with the floor of that work (``floor.py``) as
-one of them, probes peak memory in fresh processes, measures this machine's GEMM peak and copy
-bandwidth, sweeps batch size, training-set size, kernel count and evaluation batch size, and
-profiles one training and one evaluation batch stage by stage.
-Writes ``<out>/<machine>.json`` (and ``<machine>-scaling.png``) and prints a Markdown report.
-``--quick`` takes about 30 s: the contenders the targets compare (notebook, numpy float32,
-PyTorch, the floor), two rounds, a short profile; no sweeps and no memory probes (written to
-``<machine>-quick.json``).
+Times every contender of ``contenders.py`` (the floor among them) in interleaved rounds, probes their peak memory in
+fresh processes, measures this machine's GEMM peak and copy bandwidth, sweeps four settings (``scaling.py``) and
+profiles one batch stage by stage (``profile_stages.py``); writes ``<out>/<machine>.json`` and
+``<machine>-scaling.png`` and prints the Markdown report. ``--quick`` (about 30 s): the targets' contenders, two
+rounds, a short profile, no sweeps or memory probes, into ``<machine>-quick.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import machine  # imports neither numpy nor torch
 
-FULL = {"reps": 11, "notebook_reps": 3, "sweep_reps": 3, "profile_reps": 21}
+FULL = {"reps": 11, "notebook_reps": 3, "sweep_reps": 3, "profile_reps": 21, "no_memory": False}
 QUICK = {
     "reps": 2,
     "notebook_reps": 1,
@@ -54,13 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--quick", action="store_true", help="about 30 s: the contenders of the targets, few rounds, no sweeps")
-    add("--reps", type=positive, help=f"measured rounds per contender (default {FULL['reps']}, quick {QUICK['reps']})")
-    add("--notebook-reps", type=positive, help=f"rounds for the notebook (default {FULL['notebook_reps']})")
     add("--contenders", help="comma-separated keys (default: all of benchmarks/contenders.py's CONTENDERS)")
     add("--threads", type=positive, help="BLAS/OpenMP/torch threads for every contender (default: the libraries')")
     add("--no-scaling", action="store_true", help="skip the sweeps and their plot")
-    add("--no-profile", action="store_true", help="skip the per-stage profile")
-    add("--no-memory", action="store_true", help="skip the fresh-process memory probes")
     add("--machine", help="name of the results file (default: from the core count and BLAS)")
     add("--out", type=Path, default=HERE / "results", help="output folder (default: benchmarks/results)")
     add("--data-dir", default=default_data_dir(), help="MNIST folder (default: %(default)s)")
@@ -147,15 +139,14 @@ def run(args: argparse.Namespace) -> int:
     info["name"] = args.machine or machine.slug(info) + (f"-threads{args.threads}" if args.threads else "")
     rows = section("contenders", compare)
     stem = info["name"] + ("-quick" if args.quick else "")
-    swept = profiled = None
+    swept = None
     if not args.no_scaling:
         swept = section(
             "scaling", lambda: scaling.sweep(mnist, args.sweep_reps, not args.no_memory, args.data_dir, log)
         )
         args.out.mkdir(parents=True, exist_ok=True)
         scaling.plot(swept, args.out / f"{stem}-scaling.png")
-    if not args.no_profile:
-        profiled = section("profile", lambda: profile_stages.run(args.profile_reps, Config().validated()))
+    profiled = section("profile", lambda: profile_stages.run(args.profile_reps, Config().validated()))
     settings = {
         key: getattr(args, key) for key in ("quick", "reps", "notebook_reps", "sweep_reps", "profile_reps", "threads")
     }

@@ -1,10 +1,6 @@
-"""How cost grows: batch size, training-set size, number of kernels and evaluation batch size.
-
-Each point builds portable-cnn (numpy float32) and the PyTorch peer with one setting changed and
-times them in interleaved rounds, only the phase the setting affects (training for batch and
-training-set size, evaluation for its batch size, both for the kernel count). Peak memory comes
-from the fresh-process probe of :mod:`benchmarks.memory_probe`.
-"""
+"""How cost grows with batch size, training-set size, kernels and evaluation batch size: portable-cnn (numpy float32)
+and the PyTorch peer with one setting changed, the phases it affects timed in interleaved rounds, peak memory probed
+in a fresh process."""
 
 from __future__ import annotations
 
@@ -14,7 +10,7 @@ from .timing import interleaved, summary, timed
 
 KEYS = ("numpy-f32", "pytorch")
 
-# setting -> (values, phases it affects)
+# setting: (values, the phases it affects)
 AXES = {
     "batch_size": ((32, 64, 128, 256, 512, 1024), ("train",)),
     "train_size": ((1000, 2000, 3000, 4500), ("train",)),
@@ -24,7 +20,6 @@ AXES = {
 
 
 def point(mnist, setting: str, value: int, phases, reps: int, memory: bool, data_dir) -> dict:
-    """Every contender at one value of one setting."""
     built = {key: available.build(key, mnist, **{setting: value}) for key in KEYS}
     calls = {"train": "train_epoch", "eval": "evaluate"}
 

@@ -1,9 +1,5 @@
-"""Interleaved repetitions and their statistics: medians, ranges and ratios taken pair by pair.
-
-Every candidate runs once per round (A B C ... A B C ...), so a burst of load on a shared
-machine hits all of them alike; round 0 is a warm-up and is dropped. A ratio is computed
-inside each round (A_i / B_i) and then summarised, never as a ratio of two medians.
-"""
+"""Interleaved rounds (A B C ... A B C ..., so a burst of load hits all alike; the warm-up rounds dropped), medians
+and ranges, and ratios taken inside each round, never as a ratio of two medians."""
 
 from __future__ import annotations
 
@@ -26,13 +22,8 @@ def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
 def interleaved(
     rounds: dict[str, int], run_once: Callable[[str], dict[str, float]], warmup: int = 1
 ) -> dict[str, list[dict]]:
-    """Run ``run_once(name)`` in interleaved rounds; returns each name's measured rounds after the warm-up.
-
-    ``rounds`` maps a name to how many measured rounds it takes part in (a slow candidate may take
-    part in the first few only). ``run_once`` returns the phase timings of one repetition, e.g.
-    ``{"train": 0.31, "eval": 0.12}``, or None for no sample (a candidate that failed or is out of time); each kept
-    sample records its round number for pairing.
-    """
+    """Each name's samples: ``run_once(name)``'s timings (None: no sample) with their round, in the first
+    ``rounds[name]`` rounds after the warm-up."""
     samples: dict[str, list[dict]] = {name: [] for name in rounds}
     for index in range(warmup + max(rounds.values(), default=0)):
         for name, wanted in rounds.items():

@@ -1,13 +1,10 @@
 """The same network written the way a PyTorch user would write it: the tool one would pick instead.
 
-``nn.Conv2d(1, 16, 3, bias=False)`` -> tanh -> ``nn.Dropout(0.5)`` -> ``nn.Linear(10816, 10, bias=False)``,
-softmax cross-entropy and ``torch.optim.SGD``. The step equals portable-cnn's default recipe, whose
-values it takes from ``Config().validated()``: an output delta ``(target - p) / (batch_size * B)``
-applied with learning rate ``alpha`` (dense) or ``kernel_alpha`` (kernels) is the gradient of the
-batch-mean cross-entropy applied with learning rates ``alpha / batch_size`` and
-``kernel_alpha / batch_size``, one SGD parameter group each. Initialisation is the recipe's
-``U(-kernel_init, kernel_init)`` and ``U(-weight_init, weight_init)``; only the random streams differ.
-Counts and losses stay on the device and are read once per epoch, as portable-cnn does.
+Its step equals portable-cnn's default recipe (read from ``Config``): the recipe's output delta
+``(target - p) / (batch_size * B)`` applied with ``alpha`` (dense) or ``kernel_alpha`` (kernels) is the gradient of
+the batch-mean cross-entropy applied with ``alpha / batch_size`` and ``kernel_alpha / batch_size``, one SGD parameter
+group each; the initialisation is the recipe's, only the random streams differ. Counts and losses are read once an
+epoch, as portable-cnn does.
 """
 
 from __future__ import annotations
@@ -40,7 +37,6 @@ class TorchPeer:
     """Data on the device once, then ``train_epoch()`` and ``evaluate()`` as separately timed calls."""
 
     def __init__(self, mnist, *, device="cpu", **settings):
-        """``settings`` are :class:`~portable_cnn.config.Config` fields (batch_size, kernels, ...) of the recipe."""
         recipe = Config(backend="torch", device=device, **settings).validated()
         if recipe.book:
             raise ValueError("the PyTorch peer implements the default recipe, not --book")
