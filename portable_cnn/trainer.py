@@ -282,8 +282,8 @@ def fit(
             masks = random_source.keep_masks([(stop - begin, model.hidden_size) for begin, stop in spans], KEEP_PROB)
             if epoch_calls and resumed.batch == 0:  # all of its batches as one call
                 calls, step = [(0, spans[0][0], spans[-1][1], list(masks))], steps.epoch
-            else:
-                calls = [(index, *span, mask) for index, (span, mask) in enumerate(zip(spans, masks))]
+            else:  # a call a batch, each mask unpacked when its batch comes (one alive at a time)
+                calls = ((index, *span, mask) for index, (span, mask) in enumerate(zip(spans, masks)))
                 step = steps.train
             for index, begin, end, keep_mask in calls:
                 if index < resumed.batch:

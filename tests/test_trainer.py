@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from portable_cnn import Config, UserError, train
+from portable_cnn import Callback, Config, UserError, philox, train
 from portable_cnn.backends import to_host
 from portable_cnn.trainer import batches
 
@@ -157,3 +157,22 @@ def test_every_array_stays_on_a_non_default_strict_device(mnist, book):
     model = train(config, mnist).model
     assert model.weights.device == backend.device and model.kernels.device == backend.device
     assert to_host(model.predict(mnist.test_images[:5])).shape == (5,)
+
+
+def test_each_batch_mask_is_unpacked_when_its_batch_comes(mnist, monkeypatch):
+    """A call a batch (numpy): before batch i, masks 0..i are unpacked, never the epoch's all at once (one batch's
+    mask alive at a time; on the full MNIST an epoch's masks are 650 MB)."""
+    unpacked, seen = [0], []
+    original = philox._dyadic_keep
+
+    def counting(*args, **kwargs):
+        unpacked[0] += 1
+        return original(*args, **kwargs)
+
+    class Look(Callback):
+        def on_batch_begin(self, state):
+            seen.append(unpacked[0])
+
+    monkeypatch.setattr(philox, "_dyadic_keep", counting)
+    train(dataclasses.replace(SMALL, epochs=1, train_size=512), mnist, callbacks=(Look(),))
+    assert seen == [1, 2, 3, 4]
