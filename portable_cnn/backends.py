@@ -2,8 +2,8 @@
 
 An entry says which module to import and which pip extra brings it, how to parse and list its devices,
 how to copy an array to the host, how to wait for its device, whether that device is a GPU, how
-to make the library's own random generator, how it compiles a function and a loop over batches, and whether its
-CPU work gains from a pool of threads.
+to make the library's own random generator, how it compiles a function and a loop over batches or captures a
+CUDA graph, and whether its CPU work gains from a pool of threads.
 :func:`get_backend` turns a name and a device into a :class:`Backend`, the array namespace ``xp``
 (resolved here and nowhere else) with the device the run's arrays live on; :func:`workers` gives
 the threads that share a batch's blocks and an evaluation's chunks (a :class:`pool.Workers`). Adding a
@@ -26,6 +26,7 @@ import numpy as np
 from array_api_compat import device as device_of
 
 from .errors import UserError
+from .graphs import Replayed
 from .pool import Workers, one_blas_thread
 
 # Test images per evaluation batch on each kind of device: small enough on a CPU for the hidden layer
@@ -56,6 +57,8 @@ class Library:
     native: Callable[[Any, Any, int], NativeGenerator] | None = None  # (module, device, seed) -> its own generator
     compile: Callable[[Any, Callable], Callable] | None = None  # (module, pure function) -> one compiled call
     scan: Callable[[Any], Callable] | None = None  # module -> its compiled loop, scan(body, carry, xs) -> (carry, ys)
+    # (module, device, function, static args) -> (launch, static outputs): one call captured as a CUDA graph
+    graph: Callable[[Any, Any, Callable, Any], tuple[Callable, Any]] | None = None
     array_module: str | None = None  # the top module of its array type, where it is not ``module`` (jax: jaxlib)
     pool: bool = False  # its CPU work gains from a pool of threads (it releases the GIL in loops and BLAS calls)
     set_threads: Callable[[Any, int], None] | None = None  # caps a CPU thread pool of its own, apart from BLAS's
@@ -198,6 +201,20 @@ def _torch_activate(torch, device):
 def _torch_sync(torch, device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _torch_graph(torch, device, function, static_args):
+    """One call of ``function`` captured as a CUDA graph (warmed up first on a side stream, as torch asks: the
+    allocator and cuBLAS set up outside the capture); its intermediates live in the graph's private memory pool."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        function(*static_args)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = function(*static_args)
+    return graph.replay, outputs
 
 
 def _torch_native(torch, device, seed: int) -> NativeGenerator:
@@ -369,6 +386,7 @@ LIBRARIES = {
             activate=_torch_activate,
             sync=_torch_sync,
             native=_torch_native,
+            graph=_torch_graph,
             set_threads=lambda torch, count: torch.set_num_threads(count),
         ),
         Library(
@@ -522,6 +540,19 @@ def scan(library: str) -> Callable | None:
     if entry is None or entry.scan is None:
         return None
     return entry.scan(importlib.import_module(entry.module))
+
+
+def captures_graphs(library: str, device) -> bool:
+    """Whether the named library captures CUDA graphs (torch) and ``device`` is one of its GPUs."""
+    entry = LIBRARIES.get(library)
+    return entry is not None and entry.graph is not None and entry.on_gpu(str(device))
+
+
+def graphed(function: Callable, library: str, device) -> Replayed:
+    """``function`` replayed as a CUDA graph on ``device`` (see :func:`captures_graphs`)."""
+    entry = LIBRARIES[library]
+    module = importlib.import_module(entry.module)
+    return Replayed(function, lambda function, args: entry.graph(module, device, function, args))
 
 
 def on_device_of(array):

@@ -204,11 +204,19 @@ def over_batches(body: Callable, size: int, scan: Callable) -> Callable:
     return run
 
 
+def in_order(body: Callable, carry, xs):
+    """``scan`` as a Python loop over ``xs``' first axis, for a library that captures the whole loop as one graph."""
+    for index in range(xs[0].shape[0]):
+        carry, _ = body(carry, [x[index, ...] for x in xs])
+    return carry, None
+
+
 @dataclass(frozen=True)
 class RunSteps:
     """A run's compiled calls: ``train`` one batch (:func:`train_step`), ``count`` one evaluation batch
-    (:func:`batch_count`) and, where the library compiles loops (JAX), ``epoch`` all of an epoch's batches (their
-    masks a list) and ``count_all`` a whole evaluation, each one call (else None). Built once per run, never
+    (:func:`batch_count`) and, where the library compiles loops (JAX) or captures CUDA graphs (torch on a GPU),
+    ``epoch`` all of an epoch's batches (their masks a list) and ``count_all`` a whole evaluation, each one call
+    (else None). Built once per run, never
     cached for the process: a run whose registry entry compiles nothing is eager all through, and a compiled one
     is traced by its own run."""
 
@@ -225,8 +233,12 @@ class RunSteps:
         step = train_step(config.book, config.batch_size, config.block_size, rates, model.architecture, workers)
         count = batch_count(model.architecture)
         compiled = functools.partial(backends.compiled, library=library)
-        scan = backends.scan(library)
-        if scan is None:
+        scan, device = backends.scan(library), device_of(model.like)
+        if scan is not None:  # JAX: a loop compiled into one call
+            whole = compiled
+        elif backends.captures_graphs(library, device):  # torch on a GPU: the loop in Python, captured as one graph
+            scan, whole = in_order, functools.partial(backends.graphed, library=library, device=device)
+        else:
             return cls(compiled(step), compiled(count))
         batches = over_batches(step, config.batch_size, scan)
 
@@ -237,7 +249,7 @@ class RunSteps:
             return correct + count(params, images, labels)
 
         count_all = over_batches(add, config.eval_batch_size, scan)
-        return cls(compiled(step), compiled(count), compiled(epoch), compiled(count_all))
+        return cls(compiled(step), compiled(count), whole(epoch), whole(count_all))
 
 
 def fit(

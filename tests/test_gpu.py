@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from portable_cnn import Callback, Config, ConvNet, get_backend, philox, train
+from portable_cnn import Callback, Config, ConvNet, get_backend, graphs, philox, train
 from portable_cnn.backends import to_host
 from portable_cnn.runs import Interrupted
 
@@ -195,6 +195,31 @@ def test_a_run_stopped_in_mid_epoch_resumes_to_the_straight_run(mnist, gpu, tmp_
     resumed = train(dataclasses.replace(settings, resume=path, save=path), mnist)
     assert accuracies(resumed.history) == accuracies(straight.history)
     assert parameter_gap(resumed.model, straight.model) <= FLOAT64_TOLERANCE
+
+
+@pytest.mark.gpu
+def test_a_torch_epoch_and_its_evaluation_are_replayed_cuda_graphs(mnist, numpy_float64, monkeypatch):
+    """torch on a GPU captures an epoch's batches as one CUDA graph and each evaluation as another, and replays
+    them (the dry run: a stand-in capture on torch's CPU tensors); the epoch is numpy's to 1e-10 in float64."""
+    from portable_cnn import backends, trainer
+
+    from .test_graphs import StandIn
+
+    name, device = gpu_target("torch", "cuda:0")
+    backend_or_skip(name, device)
+    if STAND_INS:
+        monkeypatch.setitem(
+            backends.LIBRARIES, "torch", dataclasses.replace(backends.LIBRARIES["torch"], gpu="cpu", graph=StandIn())
+        )
+    built, build = [], trainer.RunSteps.build
+    monkeypatch.setattr(
+        trainer.RunSteps, "build", lambda config, model: built.append(build(config, model)) or built[-1]
+    )
+    run = train(config(epochs=1, dtype="float64", backend=name, device=device), mnist)
+    [steps] = built
+    assert isinstance(steps.epoch, graphs.Replayed) and (steps.epoch.failure, steps.count_all.failure) == (None, None)
+    assert accuracies(run.history) == accuracies(numpy_float64.history)
+    assert parameter_gap(run.model, numpy_float64.model) <= FLOAT64_TOLERANCE
 
 
 def test_predict_outside_the_run_is_numpys_on_the_models_device(mnist, gpu):
