@@ -28,8 +28,8 @@ PROGRESS_HINT = (
 
 class Callback:
     """Hooks the training loop calls; each does nothing unless overridden. Set ``state.stop_training``
-    to end the run before the next call (``on_stop`` then runs). A call trains one batch, or where the library
-    compiles loops (JAX) a whole epoch, unless a callback sets ``every_batch``."""
+    to end the run before the next call (``on_stop`` then runs). A call trains one batch, or a whole epoch where
+    the library compiles loops or captures graphs (JAX; torch on a GPU), unless a callback sets ``every_batch``."""
 
     every_batch = False  # True: its batch hooks must see each batch, so the trainer makes one call a batch
 
@@ -132,7 +132,7 @@ class EachEpoch(Callback):
 
 class StopOnRequest(Callback):
     """Stops the run once ``flag.is_set()`` (a ``threading.Event`` set by a signal handler): before the next call
-    (a batch; on JAX an epoch), or at the end of the epoch, before the next one draws its masks."""
+    (a batch, or an epoch where that is one call), or at the end of the epoch, before the next draws its masks."""
 
     def __init__(self, flag):
         self._flag = flag

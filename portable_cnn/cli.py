@@ -226,8 +226,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 @contextlib.contextmanager
 def _stop_on_signals():
-    """The first SIGINT or SIGTERM sets the event the trainer looks at between calls (batches; on JAX epochs); a
-    second acts at once."""
+    """The first SIGINT or SIGTERM sets the event the trainer looks at between calls (batches, or epochs where
+    those are one call); a second acts at once."""
     stop = threading.Event()
     stop.signal_name = None
     previous = {}

@@ -143,8 +143,8 @@ def correct_predictions(
     model: Network, images, labels, batch_size: int, workers: Workers | None = None, *, steps: RunSteps | None = None
 ):
     """Correct predictions over a labelled set (a device scalar), in batches of ``batch_size`` shared by ``workers``;
-    given a run's ``steps`` (built with the same ``batch_size``), their count, all batches as one call where the
-    library compiles loops."""
+    given a run's ``steps`` (built with the same ``batch_size``), their count, all batches as one call where they
+    hold one."""
     xp = array_namespace(model.like)
     correct = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
     if steps is not None and steps.count_all is not None:
@@ -216,9 +216,8 @@ class RunSteps:
     """A run's compiled calls: ``train`` one batch (:func:`train_step`), ``count`` one evaluation batch
     (:func:`batch_count`) and, where the library compiles loops (JAX) or captures CUDA graphs (torch on a GPU),
     ``epoch`` all of an epoch's batches (their masks a list) and ``count_all`` a whole evaluation, each one call
-    (else None). Built once per run, never
-    cached for the process: a run whose registry entry compiles nothing is eager all through, and a compiled one
-    is traced by its own run."""
+    (else None). Built once per run, never cached for the process: a run whose registry entry compiles nothing is
+    eager all through, and a compiled one is traced by its own run."""
 
     train: Callable
     count: Callable
@@ -265,8 +264,8 @@ def fit(
     """Train ``model`` from ``start`` to ``config.epochs``, appending to ``history`` and reporting to ``callbacks``.
 
     ``steps`` are the run's compiled calls (built here when not given: a caller that runs one run as several
-    calls, as the benchmarks do an epoch a call, builds them once with :meth:`RunSteps.build`). Where the library
-    compiles loops, an epoch's batches are one call, unless a callback wants ``every_batch``.
+    calls, as the benchmarks do an epoch a call, builds them once with :meth:`RunSteps.build`). Where they hold an
+    ``epoch`` call, an epoch's batches are one call, unless a callback wants ``every_batch``.
 
     Returns None when every epoch ran, or the :class:`Position` reached when a callback set
     ``stop_training`` (looked at before each epoch and each call; the callbacks' ``on_stop`` then ran).
