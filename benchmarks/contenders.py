@@ -118,9 +118,19 @@ def portable(mnist, key: str, label: str, floor_key: str | None = None, **settin
     train_flops = trained * train_flops_per_image(positions, config.kernel_size, config.kernels)
     eval_flops = tested * eval_flops_per_image(positions, config.kernel_size, config.kernels)
     return Contender(
-        key, label, config.dtype, trained, tested, train_flops, eval_flops, train_epoch, test, backend.sync,
-        floor_key, callbacks,
-    )  # fmt: skip
+        key,
+        label,
+        config.dtype,
+        trained,
+        tested,
+        train_flops,
+        eval_flops,
+        train_epoch,
+        test,
+        backend.sync,
+        floor_key,
+        callbacks,
+    )
 
 
 def pytorch(mnist, key: str, label: str, device: str, **settings) -> Contender:

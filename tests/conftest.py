@@ -11,7 +11,7 @@ import pathlib
 
 import pytest
 
-from portable_cnn import get_backend, load_mnist
+from portable_cnn import Callback, get_backend, load_mnist
 from portable_cnn.backends import LIBRARIES
 from portable_cnn.datasets import EMBEDDED_DIR, ENV_VAR
 
@@ -176,3 +176,17 @@ def pytest_terminal_summary(terminalreporter):
             f"{counts[outcome]} {outcome}" for outcome in ("passed", "failed", "error", "skipped") if counts[outcome]
         )
         terminalreporter.write_line(f"browser tests (headless Chromium): {summary}")
+
+
+class StopAt(Callback):
+    """Asks the run to stop when it reaches batch ``batch`` of epoch ``epoch`` (counting from its start)."""
+
+    every_batch = True  # where an epoch is otherwise one call (JAX; torch on a GPU)
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch, self._looks = epoch, batch, 0
+
+    def on_batch_begin(self, state):
+        if self._looks == self.epoch * len(state.batches) + self.batch:
+            state.stop_training = True
+        self._looks += 1

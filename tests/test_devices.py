@@ -17,12 +17,12 @@ import array_api_strict as strict
 import numpy as np
 import pytest
 
-from portable_cnn import Callback, Config, UserError, backends, checkpoint, get_backend, train
+from portable_cnn import Config, UserError, backends, checkpoint, get_backend, train
 from portable_cnn.backends import to_host
 from portable_cnn.evaluation import confusion_of, probabilities
 from portable_cnn.runs import Interrupted
 
-from .conftest import REPO
+from .conftest import REPO, StopAt
 
 DEVICE1 = strict.Device("device1")
 CREATORS = ("asarray", "arange", "empty", "eye", "full", "linspace", "ones", "zeros", "from_dlpack")
@@ -54,20 +54,6 @@ def device_required(monkeypatch):
 def assert_on_device1(*arrays):
     for array in arrays:
         assert array.device == DEVICE1, f"an array of shape {array.shape} is on {array.device}"
-
-
-class StopAt(Callback):
-    """Stops the run before batch ``batch`` of epoch ``epoch``."""
-
-    def __init__(self, epoch: int, batch: int):
-        self.remaining = None
-        self.epoch, self.batch = epoch, batch
-
-    def on_batch_begin(self, state):
-        if self.remaining is None:
-            self.remaining = self.epoch * len(state.batches) + self.batch
-        state.stop_training = self.remaining == 0
-        self.remaining -= 1
 
 
 def test_the_guard_catches_an_array_made_without_a_device(device_required):

@@ -16,7 +16,7 @@ from portable_cnn import Callback, Config, ConvNet, get_backend, graphs, philox,
 from portable_cnn.backends import to_host
 from portable_cnn.runs import Interrupted
 
-from .conftest import STAND_INS, absent_gpu, backend_or_skip, gpu_target
+from .conftest import STAND_INS, StopAt, absent_gpu, backend_or_skip, gpu_target
 
 LIBRARIES = ("cupy", "torch", "jax")
 # The book's protocol and five float32 epochs on a GPU; a small slice on the stand-ins.
@@ -113,20 +113,6 @@ class GuardTheBatchLoop(Callback):
 
     def on_train_end(self, state):
         self._close()
-
-
-class StopAt(Callback):
-    """Asks the run to stop when it reaches batch ``batch`` of epoch ``epoch``."""
-
-    every_batch = True  # (on JAX an epoch is otherwise one call)
-
-    def __init__(self, epoch: int, batch: int):
-        self.epoch, self.batch, self._looks = epoch, batch, 0
-
-    def on_batch_begin(self, state):
-        if self._looks == self.epoch * len(state.batches) + self.batch:
-            state.stop_training = True
-        self._looks += 1
 
 
 def parameter_gap(first, second) -> float:

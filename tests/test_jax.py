@@ -14,8 +14,7 @@ from portable_cnn.model import ConvNet
 from portable_cnn.rng import PortableRandom
 from portable_cnn.runs import Interrupted
 
-from .conftest import backend_or_skip
-from .test_devices import StopAt
+from .conftest import StopAt, backend_or_skip
 
 SMALL = Config(epochs=2, train_size=256, test_size=300, quiet=True)
 
